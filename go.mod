@@ -1,0 +1,3 @@
+module github.com/mdtap/mdtap
+
+go 1.26
