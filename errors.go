@@ -1,0 +1,14 @@
+package mdtap
+
+import "errors"
+
+// ErrShredded is returned when a value cannot be restored because the key it
+// was protected under has been destroyed: the value is crypto-shredded. It is
+// an expected outcome (retention, consent withdrawal), not a failure; readers
+// render such a value with ShredValue and carry on.
+var ErrShredded = errors.New("key destroyed: value shredded")
+
+// ErrKeyUnavailable is returned when a value's key is not in the keyset the
+// caller holds (for example a reader with the PRF keyset only), or is
+// disabled. Unlike ErrShredded, it may succeed with other keys.
+var ErrKeyUnavailable = errors.New("key not available")
