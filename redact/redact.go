@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/mdtap/mdtap"
 )
@@ -115,6 +116,7 @@ type session struct {
 	scope        scope
 	unclassified map[string]struct{}
 	buf          []byte // scratch for plaintexts
+	ad           []byte // scratch for associated data
 }
 
 func (s *session) noteDefault(path string, field []byte) {
@@ -406,7 +408,13 @@ func parseValues(s string) (map[string][]string, bool) {
 			continue
 		}
 		k, v, _ := strings.Cut(part, "=")
-		vals[unescape(k)] = append(vals[unescape(k)], unescape(v))
+		// A name is a JSON object key in the record, which cannot hold bytes
+		// that are not UTF-8: such a name stays as escaped on the wire.
+		name := unescape(k)
+		if !utf8.ValidString(name) {
+			name = k
+		}
+		vals[name] = append(vals[name], unescape(v))
 	}
 	return vals, true
 }

@@ -163,6 +163,8 @@ func (rv *revealer) str(path, field, v string) (string, error) {
 		return mdtap.ShredValue(p.Form, p.KeyID), nil
 	case o == kept:
 		return v, nil
+	case p.Form == mdtap.FormBlob: // bytes that were not UTF-8
+		return string(text), nil
 	}
 	var str string
 	if err := json.Unmarshal(text, &str); err != nil {

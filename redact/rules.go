@@ -156,8 +156,10 @@ func (s scope) body(wpath []byte, name []byte) *compiled {
 		if rs == nil {
 			continue
 		}
-		if c := rs.paths[string(wpath)]; c != nil {
-			return c
+		if len(rs.paths) > 0 {
+			if c := rs.paths[string(wpath)]; c != nil {
+				return c
+			}
 		}
 		if c := rs.byName(name); c != nil {
 			return c

@@ -1,6 +1,7 @@
 package redact
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
 	"strconv"
@@ -22,62 +23,68 @@ func (s *session) stringValue(c *compiled, path string, field []byte, v string) 
 		s.noteDefault(path, field)
 		c = defaultRule
 	}
-	quoted, err := jsontext.AppendQuote(s.buf[:0], v)
-	if err != nil { // invalid UTF-8: AppendQuote still quoted it, with U+FFFD
-		if c.action == ActionKeep {
-			c = defaultRule
+	if !utf8.ValidString(v) {
+		// A JSON string cannot hold these bytes faithfully: encrypt them as
+		// they are, whatever the rule (a keep would corrupt, a drop or hash
+		// still applies).
+		switch c.action {
+		case ActionDrop, ActionHash, ActionMask:
+		default:
+			s.ad = appendAssociatedData(s.ad[:0], s.rec.ID, []byte(path))
+			ct, err := s.r.keys.Encrypt([]byte(v), s.ad)
+			if err != nil {
+				return "", fmt.Errorf("encrypt %s: %w", path, err)
+			}
+			return mdtap.BlobValue(ct), nil
 		}
 	}
+	quoted, _ := jsontext.AppendQuote(s.buf[:0], v)
 	s.buf = quoted
-	out, err := s.apply(c, nil, path, field, quoted, v, true)
+	out, err := s.apply(c, nil, []byte(path), field, quoted, []byte(v), true)
 	if err != nil {
 		return "", err
 	}
-	if out[0] == '"' { // every result of a string is a JSON string
-		str, err := strconv.Unquote(string(out))
-		if err == nil {
-			return str, nil
-		}
-		var u []byte
-		if u, err = jsontext.AppendUnquote(nil, out); err == nil {
-			return string(u), nil
-		}
+	u, err := jsontext.AppendUnquote(nil, out)
+	if err != nil {
+		return "", fmt.Errorf("protect %s: result is not a string", path)
 	}
-	return "", fmt.Errorf("protect %s: result is not a string", path)
+	return string(u), nil
 }
 
 // defaultRule is what happens to a value no rule names.
 var defaultRule = &compiled{action: ActionEncrypt, source: "default"}
 
+var protectedPrefixQuoted = []byte(`"` + mdtap.ProtectedPrefix)
+
 // apply appends the protected form of one JSON scalar to dst.
 //
 // text is the value's JSON text, canonical for strings (the form a query
-// value would quote to), and str its decoded content when isString. path is
+// value would quote to), and content the decoded bytes of a string. path is
 // the concrete path (associated data of encrypt), field the member name
-// (associated data of tokenize, default hash domain).
-func (s *session) apply(c *compiled, dst []byte, path string, field []byte, text []byte, str string, isString bool) ([]byte, error) {
+// (associated data of tokenize, default hash domain). Nothing here converts
+// to string on the common paths: this runs once per field of every body.
+func (s *session) apply(c *compiled, dst []byte, path []byte, field []byte, text []byte, content []byte, isString bool) ([]byte, error) {
 	switch c.action {
 	case ActionKeep:
-		if isString && strings.HasPrefix(str, mdtap.ProtectedPrefix) {
-			return jsontext.AppendQuote(dst, mdtap.KeepString(str))
+		if isString && bytes.HasPrefix(content, protectedPrefixQuoted[1:]) {
+			return jsontext.AppendQuote(dst, mdtap.KeepString(string(content)))
 		}
 		return append(dst, text...), nil
 	case ActionDrop:
 		return append(dst, `"`+mdtap.Dropped+`"`...), nil
 	case ActionMask:
-		v := str
-		if !isString {
-			v = string(text)
-		}
-		return jsontext.AppendQuote(dst, mdtap.MaskValue(mask(v, c.keepFirst, c.keepLast)))
-	case ActionHash:
-		v := []byte(str)
+		v := content
 		if !isString {
 			v = text
 		}
-		if c.stripScheme {
-			if _, cred, ok := strings.Cut(str, " "); ok && isString {
-				v = []byte(strings.TrimSpace(cred))
+		return jsontext.AppendQuote(dst, mdtap.MaskValue(mask(string(v), c.keepFirst, c.keepLast)))
+	case ActionHash:
+		v := content
+		if !isString {
+			v = text
+		} else if c.stripScheme {
+			if _, cred, ok := bytes.Cut(content, []byte(" ")); ok {
+				v = bytes.TrimSpace(cred)
 			}
 		}
 		domain := c.domain
@@ -98,7 +105,8 @@ func (s *session) apply(c *compiled, dst []byte, path string, field []byte, text
 		dst = b64.AppendEncode(dst, ct)
 		return append(dst, '"'), nil
 	case ActionEncrypt:
-		ct, err := s.r.keys.Encrypt(text, mdtap.AssociatedData(s.rec.ID, path))
+		s.ad = appendAssociatedData(s.ad[:0], s.rec.ID, path)
+		ct, err := s.r.keys.Encrypt(text, s.ad)
 		if err != nil {
 			return nil, fmt.Errorf("encrypt %s: %w", path, err)
 		}
@@ -107,6 +115,15 @@ func (s *session) apply(c *compiled, dst []byte, path string, field []byte, text
 		return append(dst, '"'), nil
 	}
 	return nil, fmt.Errorf("protect %s: unknown action", path)
+}
+
+// appendAssociatedData is mdtap.AssociatedData without the allocation.
+func appendAssociatedData(dst []byte, recordID string, path []byte) []byte {
+	dst = append(dst, "mdtap:v1"...)
+	dst = append(dst, 0)
+	dst = append(dst, recordID...)
+	dst = append(dst, 0)
+	return append(dst, path...)
 }
 
 // hashValue returns the hash form of a value under a domain: the PRF input is

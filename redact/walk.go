@@ -26,6 +26,7 @@ type walker struct {
 	names []byte // member names of the current value and its ancestors
 	depth int
 	str   []byte // scratch for decoded strings
+	canon []byte // scratch for canonical string text
 }
 
 // walk returns the protected body. An *errOpaque means the body cannot be
@@ -113,21 +114,22 @@ func (w *walker) value(name []byte, byName bool, inherited *compiled) error {
 		c = defaultRule
 	}
 	isString := raw[0] == '"'
-	text, str := []byte(raw), ""
+	text, content := []byte(raw), []byte(nil)
 	if isString {
 		if bytes.IndexByte(raw, '\\') < 0 {
-			str = string(raw[1 : len(raw)-1])
+			content = raw[1 : len(raw)-1]
 		} else { // canonical text: what a query value of the same content quotes to
 			if w.str, err = jsontext.AppendUnquote(w.str[:0], raw); err != nil {
 				return err
 			}
-			str = string(w.str)
-			if text, err = jsontext.AppendQuote(nil, w.str); err != nil {
+			content = w.str
+			if w.canon, err = jsontext.AppendQuote(w.canon[:0], w.str); err != nil {
 				return err
 			}
+			text = w.canon
 		}
 	}
-	w.out, err = w.s.apply(c, w.out, string(w.path), name, text, str, isString)
+	w.out, err = w.s.apply(c, w.out, w.path, name, text, content, isString)
 	return err
 }
 
