@@ -200,9 +200,9 @@ func (s *session) response(in *mdtap.Response) (*mdtap.Response, error) {
 	}
 	// Copies of body fields follow the rules of the fields they copy.
 	for _, f := range []struct {
-		name     string
-		from     string
-		to       *string
+		name string
+		from string
+		to   *string
 	}{{"rsp_code", in.RspCode, &out.RspCode}, {"rsp_msg", in.RspMsg, &out.RspMsg}, {"error", in.OAuthError, &out.OAuthError}} {
 		if f.from == "" {
 			continue

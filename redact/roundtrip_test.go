@@ -58,7 +58,7 @@ func TestRoundTripJSON(t *testing.T) {
 	keys := &fakeKeys{}
 	r := New(builtin(t), keys)
 	cases := map[string]string{
-		"bank transactions": `{"rsp_code":"00000","trans_cnt":2,"trans_list":[{"trans_dtime":"20240314183022","trans_amt":12500,"trans_memo":"테스트편의점"},{"trans_memo":"홍길동","balance_amt":1500000.5}]}`,
+		"bank transactions":   `{"rsp_code":"00000","trans_cnt":2,"trans_list":[{"trans_dtime":"20240314183022","trans_amt":12500,"trans_memo":"테스트편의점"},{"trans_memo":"홍길동","balance_amt":1500000.5}]}`,
 		"types under encrypt": `{"mystery":{"n":12.50,"b":false,"s":"x","a":[1,"two",null,{"k":[]}],"e":{},"z":null}}`,
 		"escapes":             `{"trans_memo":"\u0041\"q\"\\\n\t\u00e9\ud83d\ude00","account_num":"\u0039\u0039\u0039"}`,
 		"looks protected":     `{"rsp_msg":"mdtap:enc:v1:AQID","prod_name":"mdtap:drop:v1"}`,
@@ -124,9 +124,13 @@ func TestTokenizeIsDeterministicPerField(t *testing.T) {
 	rec := record("POST", "/v1/bank/accounts/deposit/basic", map[string][]string{"account_num": {acct}},
 		"application/json", `{"account_num":"`+acct+`"}`, "application/json", `{"account_list":[{"account_num":"`+acct+`"},{"account_num":"`+acct+`"}],"repay_account_num":"`+acct+`"}`)
 	out := mustProtect(t, r, rec)
-	var req struct{ AccountNum string `json:"account_num"` }
+	var req struct {
+		AccountNum string `json:"account_num"`
+	}
 	var resp struct {
-		List []struct{ AccountNum string `json:"account_num"` } `json:"account_list"`
+		List []struct {
+			AccountNum string `json:"account_num"`
+		} `json:"account_list"`
 		Repay string `json:"repay_account_num"`
 	}
 	json.Unmarshal(out.Request.Body, &req)
