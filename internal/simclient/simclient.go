@@ -268,8 +268,8 @@ func (c *Client) IntegratedToken(ctx context.Context, customer int, org string) 
 	}
 	var res struct {
 		List []struct {
-			TxID           string `json:"tx_id"`
-			SignedConsent  string `json:"signed_consent"`
+			TxID          string `json:"tx_id"`
+			SignedConsent string `json:"signed_consent"`
 		} `json:"signed_consent_list"`
 	}
 	if err := c.call(ctx, "ca sign_result", http.MethodPost, "/ca/sign_result", nil, caTok,
@@ -283,7 +283,7 @@ func (c *Client) IntegratedToken(ctx context.Context, customer int, org string) 
 	personInfo := "MIIB-FAKE-PERSON-INFO-" + signTx
 	var tok tokenResponse
 	err = c.call(ctx, "oauth token (password)", http.MethodPost, "/oauth/2.0/token", nil, "", url.Values{
-		"tx_id": {"MD_TESTMD0001_" + org + "_RELAY00001_TESTCA0001_20260101120000_000000000001"},
+		"tx_id":    {"MD_TESTMD0001_" + org + "_RELAY00001_TESTCA0001_20260101120000_000000000001"},
 		"org_code": {org}, "grant_type": {"password"}, "client_id": {"TESTCLIENT0001"}, "client_secret": {"fake-secret-do-not-use"},
 		"ca_code": {"TESTCA0001"}, "username": {id.CI}, "request_type": {"1"},
 		"password_len": {strconv.Itoa(len(signed))}, "password": {signed}, "auth_type": {"1"}, "consent_type": {"1"},
