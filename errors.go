@@ -12,3 +12,9 @@ var ErrShredded = errors.New("key destroyed: value shredded")
 // caller holds (for example a reader with the PRF keyset only), or is
 // disabled. Unlike ErrShredded, it may succeed with other keys.
 var ErrKeyUnavailable = errors.New("key not available")
+
+// ErrTooLarge is returned by a publisher for a record whose encoding exceeds
+// what the stream accepts in one message. The caller degrades the record to
+// metadata (Record.Degrade) and publishes that instead; it never retries the
+// full record.
+var ErrTooLarge = errors.New("record too large for the stream")

@@ -123,6 +123,13 @@ type Payload struct {
 	// body. Always set when Truncated or the record is degraded. Never a plain
 	// SHA-256, which would let anyone confirm a guessed small body offline.
 	BodyDigest string `json:"body_digest,omitempty"`
+
+	// FullSHA256 is the SHA-256 of the whole wire body (as far as it went)
+	// when the capture was cut short. It lives in memory only, between the
+	// proxy and the redactor, which turns it into the keyed BodyDigest; it
+	// is never written out, since a plain hash of a small body could be
+	// confirmed by guessing.
+	FullSHA256 []byte `json:"-"`
 }
 
 // BodyKind names the representation of Payload.Body.
@@ -278,4 +285,25 @@ func ValidRecordID(id string) bool {
 		}
 	}
 	return true
+}
+
+// Degrade strips a protected record to metadata for reason: every payload
+// value goes (bodies, query, headers, path parameters, the protected path),
+// while sizes, body digests, status, result codes and the top-level fields
+// stay. The caller sets BodyDigest on each payload first (it needs the keys).
+func (r *Record) Degrade(reason string) {
+	r.Degraded = reason
+	r.Request.Query, r.Request.Headers, r.Request.PathParams = nil, nil, nil
+	// The path may hold protected parameters or, for an unknown API, be
+	// protected whole; the api template says enough.
+	r.Request.Path = ""
+	strip := func(p *Payload) {
+		p.Body, p.BodyKind, p.OpaqueReason = nil, "", ""
+	}
+	strip(&r.Request.Payload)
+	if r.Response != nil {
+		r.Response.Headers = nil
+		strip(&r.Response.Payload)
+	}
+	r.Unclassified = nil
 }

@@ -115,7 +115,7 @@ func FuzzProtectForm(f *testing.F) {
 	keys := &fakeKeys{}
 	r := New(emptyPolicy(f), keys)
 	f.Fuzz(func(t *testing.T, form string) {
-		rec := record("POST", "/oauth/2.0/token", ParseQuery(form), "application/x-www-form-urlencoded", form, "application/json", "{}")
+		rec := record("POST", "/oauth/2.0/token", mdtap.ParseQuery(form), "application/x-www-form-urlencoded", form, "application/json", "{}")
 		out, err := r.Protect(rec)
 		if err != nil {
 			t.Fatalf("Protect: %v", err)

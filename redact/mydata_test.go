@@ -39,7 +39,7 @@ func rawFromExchange(n int, ex simclient.Exchange) *mdtap.Record {
 		Sector: m.Sector, API: m.API, TranID: ex.ReqHeader.Get("x-api-tran-id"),
 		APIType: ex.ReqHeader.Get("x-api-type"), Transmission: mdtap.TransmissionOf(ex.ReqHeader.Get("x-api-type")),
 		Request: mdtap.Request{Method: ex.Method, Host: ex.URL.Host, Path: ex.URL.Path,
-			Query: redact.ParseQuery(ex.URL.RawQuery), Headers: h(ex.ReqHeader),
+			Query: mdtap.ParseQuery(ex.URL.RawQuery), Headers: h(ex.ReqHeader),
 			Payload: mdtap.Payload{Body: ex.ReqBody, BodyBytes: int64(len(ex.ReqBody)), CapturedBytes: int64(len(ex.ReqBody))}},
 		Response: &mdtap.Response{Status: ex.Status, Headers: h(ex.RespHeader),
 			Payload: mdtap.Payload{Body: ex.RespBody, BodyBytes: int64(len(ex.RespBody)), CapturedBytes: int64(len(ex.RespBody))}},

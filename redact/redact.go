@@ -20,7 +20,6 @@ import (
 	"net/url"
 	"sort"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/mdtap/mdtap"
 )
@@ -284,6 +283,14 @@ func (s *session) payload(part string, in *mdtap.Payload, headers map[string][]s
 	if in.BodyDigest != "" && !mdtap.IsProtected(in.BodyDigest) {
 		return out, fmt.Errorf("protect %s: body_digest is not a hash value", part)
 	}
+	out.FullSHA256 = nil
+	if len(in.FullSHA256) > 0 && out.BodyDigest == "" {
+		d, err := s.hashValue(in.FullSHA256, DomainBody)
+		if err != nil {
+			return out, fmt.Errorf("protect %s body digest: %w", part, err)
+		}
+		out.BodyDigest = d
+	}
 	if len(in.Body) == 0 {
 		out.BodyKind = ""
 		return out, nil
@@ -310,7 +317,7 @@ func (s *session) payload(part string, in *mdtap.Payload, headers map[string][]s
 		}
 		out.BodyKind, out.Body = mdtap.BodyJSON, b
 	case mdtap.BodyForm:
-		vals, ok := parseValues(string(body))
+		vals, ok := mdtap.ParseValues(string(body))
 		if !ok {
 			return s.opaque(out, path, body, mdtap.OpaqueMalformed)
 		}
@@ -393,52 +400,7 @@ func headerValue(h map[string][]string, name string) string {
 	return ""
 }
 
-// parseValues parses a query or form body leniently: a name or value whose
-// %-escapes are broken is kept as written (it is protected like any other),
-// so nothing is lost. It reports false only for input that is not text.
-func parseValues(s string) (map[string][]string, bool) {
-	if !utf8Valid(s) {
-		return nil, false
-	}
-	vals := map[string][]string{}
-	for s != "" {
-		var part string
-		part, s, _ = strings.Cut(s, "&")
-		if part == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(part, "=")
-		// A name is a JSON object key in the record, which cannot hold bytes
-		// that are not UTF-8: such a name stays as escaped on the wire.
-		name := unescape(k)
-		if !utf8.ValidString(name) {
-			name = k
-		}
-		vals[name] = append(vals[name], unescape(v))
-	}
-	return vals, true
-}
-
-func unescape(s string) string {
-	if u, err := url.QueryUnescape(s); err == nil {
-		return u
-	}
-	return s
-}
-
 func encodeValues(vals map[string][]string) string {
 	return url.Values(vals).Encode()
 }
 
-// ParseQuery parses a URL query the way the redactor reads it: leniently,
-// keeping broken escapes as written so nothing is lost.
-func ParseQuery(raw string) map[string][]string {
-	vals, ok := parseValues(raw)
-	if !ok {
-		return map[string][]string{"": {raw}}
-	}
-	if len(vals) == 0 {
-		return nil
-	}
-	return vals
-}

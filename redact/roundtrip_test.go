@@ -202,7 +202,7 @@ func TestFormAndQuerySecrets(t *testing.T) {
 	keys := &fakeKeys{}
 	r := New(builtin(t), keys)
 	form := "org_code=TESTBK0001&grant_type=refresh_token&refresh_token=REFRESH-SECRET&client_id=c1&client_secret=CLIENT-SECRET&code=AUTH-CODE&redirect_uri=https%3A%2F%2Fop.example%2Fcb&weird=%zz"
-	query := ParseQuery("grant_type=refresh_token&refresh_token=REFRESH-SECRET&client_secret=CLIENT-SECRET&token=TOK-SECRET&state=STATE-1")
+	query := mdtap.ParseQuery("grant_type=refresh_token&refresh_token=REFRESH-SECRET&client_secret=CLIENT-SECRET&token=TOK-SECRET&state=STATE-1")
 	rec := record("POST", "/oauth/2.0/token", query, "application/x-www-form-urlencoded", form, "application/json",
 		`{"token_type":"Bearer","access_token":"ACCESS-SECRET","refresh_token":"REFRESH-SECRET","expires_in":7776000,"scope":"bank.list"}`)
 	out := mustProtect(t, r, rec)

@@ -158,4 +158,3 @@ func mask(v string, first, last int) string {
 	return b.String()
 }
 
-func utf8Valid(s string) bool { return utf8.ValidString(s) }

@@ -59,12 +59,14 @@ the file. Sizes take units (256KiB, 64MiB); durations Go syntax (90s, 168h).`,
 
 	root.AddCommand(
 		newSimCmd(a),
+		newKeysCmd(a),
+		newPolicyCmd(a),
+		newRedactCmd(a),
+		newRevealCmd(a),
 		newVersionCmd(a),
 	)
 	annotateEnv(root)
-	for _, c := range root.Commands() {
-		c.Args = wrapArgs(c.Args)
-	}
+	wrapAllArgs(root)
 	return root
 }
 
@@ -137,6 +139,15 @@ func annotateEnv(root *cobra.Command) {
 		}
 	}
 	walk(root)
+}
+
+func wrapAllArgs(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		if sub.Runnable() {
+			sub.Args = wrapArgs(sub.Args)
+		}
+		wrapAllArgs(sub)
+	}
 }
 
 // wrapArgs turns cobra's positional-argument errors into usage errors.

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package kmstest
+
+import "syscall"
+
+// sysProcAttr has no parent-death signal outside Linux: a server may outlive
+// a test binary that is killed before its cleanup runs.
+func sysProcAttr() *syscall.SysProcAttr { return nil }

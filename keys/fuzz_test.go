@@ -1,0 +1,70 @@
+package keys
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mdtap/mdtap"
+)
+
+// Decrypt and Detokenize take values read back from archives: whatever the
+// bytes, they return an error or the plaintext, never panic, and only a
+// destroyed key's id reads as shredded.
+func FuzzDecrypt(f *testing.F) {
+	dir := filepath.Join(f.TempDir(), "keys")
+	if err := Init(f.Context(), dir, ""); err != nil {
+		f.Fatal(err)
+	}
+	s, err := Load(f.Context(), dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	ct, _ := s.Encrypt([]byte("v"), []byte("ad"))
+	tok, _ := s.Tokenize([]byte("v"), []byte("ad"))
+	f.Add(ct, []byte("ad"))
+	f.Add(tok, []byte("ad"))
+	f.Add([]byte{1, 0, 0, 0, 0}, []byte(nil))
+	f.Add([]byte{}, []byte(nil))
+	f.Fuzz(func(t *testing.T, ciphertext, ad []byte) {
+		for name, decrypt := range map[string]func([]byte, []byte) ([]byte, error){"Decrypt": s.Decrypt, "Detokenize": s.Detokenize} {
+			_, err := decrypt(ciphertext, ad)
+			if errors.Is(err, mdtap.ErrShredded) {
+				t.Errorf("%s(%x): shredded, but no key was destroyed", name, ciphertext)
+			}
+		}
+	})
+}
+
+func FuzzDecodeMeta(f *testing.F) {
+	f.Add([]byte(`{"version":1,"purpose":"aead","kek_uri":"local://kek.json","keys":{"1":{"created":"2026-01-01T00:00:00Z"}}}`))
+	f.Add([]byte(`{"version":1,"purpose":"aead","kek_uri":"x","keys":{"4294967296":{}}}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeMeta(PurposeAEAD, "aead.meta.json", b)
+		if err != nil {
+			return
+		}
+		if m.Purpose != PurposeAEAD || m.KEKURI == "" || m.Keys == nil {
+			t.Errorf("decodeMeta accepted %q as %+v", b, m)
+		}
+		if _, err := encodeMeta(m); err != nil {
+			t.Errorf("encodeMeta of a decoded file: %v", err)
+		}
+	})
+}
+
+func FuzzCheckKEKURI(f *testing.F) {
+	for _, s := range []string{"local://kek.json", "local:///abs", "aws-kms://arn:aws:kms:r:1:key/x", "hcvault://x", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, uri string) {
+		err := checkKEKURI(uri)
+		supported := (strings.HasPrefix(uri, SchemeLocal) && len(uri) > len(SchemeLocal)) ||
+			strings.HasPrefix(uri, SchemeAWSKMS+"arn:aws")
+		if err == nil && !supported {
+			t.Errorf("checkKEKURI(%q) accepted an unsupported URI", uri)
+		}
+	})
+}

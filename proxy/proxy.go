@@ -1,0 +1,211 @@
+// Package proxy is mdtap's capture proxy, the only package that imports
+// goproxy. Client services use it as their HTTPS proxy (CONNECT to an
+// allowed provider host is intercepted with certificates minted from the
+// sidecar's CA) or, in reverse mode, as a plain-HTTP base URL. Every exchange
+// is forwarded unchanged and teed into a raw record that goes to a Sink once
+// the client has its response.
+//
+// Guarantees: the sidecar is never an open proxy (hosts outside the
+// allowlist get 403); upstream TLS is always verified, TLS 1.3 by default;
+// what the client receives is what the provider sent (status, headers with
+// Content-Length, body bytes, trailers), streamed; a failed upstream call
+// answers 502 or 504 and still yields a record; no URL query string, header
+// value or payload byte reaches a log line or an error text.
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/elazarl/goproxy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// DefaultMaxCaptureBytes is the default cap on captured bytes per body.
+const DefaultMaxCaptureBytes = 256 << 10
+
+// Options configure a Server.
+type Options struct {
+	// Allow lists the provider hosts that may be reached (see Allowlist).
+	Allow []string
+	// CA is the MITM certificate authority (LoadCA). Forward mode needs it.
+	CA *tls.Certificate
+	// Upstream configures TLS, mTLS and pooling towards the providers.
+	Upstream UpstreamOptions
+	// Reverse, when set, puts the proxy in reverse mode: clients speak plain
+	// HTTP to the sidecar, which calls this base URL (https) for them.
+	Reverse *url.URL
+	// Service names the client service in records.
+	Service string
+	// MaxCaptureBytes caps captured bytes per body (DefaultMaxCaptureBytes).
+	MaxCaptureBytes int
+	// MaxDecodedBytes caps a compressed body's decoded size for capture
+	// (default 8 × MaxCaptureBytes).
+	MaxDecodedBytes int64
+	Logger          zerolog.Logger
+	Registerer      prometheus.Registerer
+	Now             func() time.Time
+}
+
+// Server is the capture proxy. Serve its Handler with net/http.
+type Server struct {
+	gp        *goproxy.ProxyHttpServer
+	allow     *Allowlist
+	transport *captureTransport
+	upstream  *http.Transport
+	completer *Completer
+	reverse   *url.URL
+	log       zerolog.Logger
+	metrics   *metrics
+	handler   http.Handler
+}
+
+// New builds the proxy. Records of finished exchanges go to sink.
+func New(o Options, sink Sink) (*Server, error) {
+	if sink == nil {
+		return nil, errors.New("proxy: a sink is required")
+	}
+	if o.MaxCaptureBytes <= 0 {
+		o.MaxCaptureBytes = DefaultMaxCaptureBytes
+	}
+	if o.MaxDecodedBytes <= 0 {
+		o.MaxDecodedBytes = 8 * int64(o.MaxCaptureBytes)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	allow, err := ParseAllowlist(o.Allow)
+	if err != nil {
+		return nil, err
+	}
+	if o.Reverse != nil {
+		if o.Reverse.Scheme != "https" && o.Reverse.Scheme != "http" || o.Reverse.Host == "" {
+			return nil, fmt.Errorf("upstream %q: want https://host[:port][/base]", o.Reverse.Redacted())
+		}
+		allow.exact[strings.ToLower(o.Reverse.Hostname())] = true
+	} else {
+		if o.CA == nil {
+			return nil, errors.New("proxy: forward mode needs the MITM CA (mdtap ca init)")
+		}
+		if allow.Empty() {
+			return nil, errors.New("proxy: no --allow-host given: the sidecar forwards only to listed provider hosts")
+		}
+	}
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	up, err := newUpstreamTransport(o.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		allow: allow, upstream: up, reverse: o.Reverse, log: o.Logger, metrics: m,
+		transport: &captureTransport{upstream: up, sink: sink, maxCapture: o.MaxCaptureBytes, service: o.Service,
+			now: o.Now, hosts: o.Upstream.Hosts, metrics: m},
+		completer: &Completer{hosts: lowerKeys(o.Upstream.Hosts), maxDecoded: o.MaxDecodedBytes, metrics: m},
+	}
+	if o.Reverse != nil {
+		s.handler = http.HandlerFunc(s.serveReverse)
+		return s, nil
+	}
+	s.gp = s.newGoproxy(o.CA)
+	s.handler = s.gp
+	return s, nil
+}
+
+func lowerKeys(m map[string]HostConfig) map[string]HostConfig {
+	out := make(map[string]HostConfig, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
+// Handler serves proxy traffic.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Completer returns the stage that finishes this proxy's raw records on the
+// capture queue.
+func (s *Server) Completer() *Completer { return s.completer }
+
+// CloseIdleConnections closes pooled upstream connections (at shutdown).
+func (s *Server) CloseIdleConnections() { s.upstream.CloseIdleConnections() }
+
+// connectHost is what the MITM loop carries from the CONNECT to the
+// requests inside the tunnel, so a request cannot name another host than
+// the one the tunnel was opened (and allowed) for.
+type connectHost struct{ host string }
+
+func (s *Server) newGoproxy(ca *tls.Certificate) *goproxy.ProxyHttpServer {
+	gp := goproxy.NewProxyHttpServer()
+	gp.Tr = s.upstream
+	gp.KeepAcceptEncoding = true // the client's Accept-Encoding reaches the provider
+	gp.CertStore = newCertCache()
+	gp.Logger = goproxyLogger{s.log}
+	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.metrics.refuse("not_a_proxy_request")
+		http.Error(w, "mdtap: this is a forward proxy for MyData calls: set HTTPS_PROXY to it, or start it with --upstream for reverse mode", http.StatusBadRequest)
+	})
+	mitm := &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: goproxy.TLSConfigFromCA(ca)}
+	gp.OnRequest().HandleConnectFunc(func(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
+		if !s.allow.Allows(host) {
+			s.metrics.refuse("host_not_allowed")
+			s.log.Info().Str("host", hostOnly(host)).Msg("refused CONNECT to a host not allowed")
+			ctx.Resp = refusal(ctx.Req, host)
+			return goproxy.RejectConnect, host
+		}
+		ctx.UserData = connectHost{host: strings.ToLower(hostOnly(host))}
+		return mitm, host
+	})
+	gp.OnRequest().DoFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+		target := req.URL.Host
+		if ch, ok := ctx.UserData.(connectHost); ok && strings.ToLower(hostOnly(target)) != ch.host {
+			s.metrics.refuse("host_mismatch")
+			return req, goproxy.NewResponse(req, goproxy.ContentTypeText, http.StatusForbidden,
+				"mdtap: the request's Host does not match the CONNECT target\n")
+		}
+		if !s.allow.Allows(target) {
+			s.metrics.refuse("host_not_allowed")
+			s.log.Info().Str("host", hostOnly(target)).Msg("refused request to a host not allowed")
+			return req, refusal(req, target)
+		}
+		ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
+			return s.transport.RoundTrip(req)
+		})
+		return req, nil
+	})
+	return gp
+}
+
+func refusal(req *http.Request, host string) *http.Response {
+	return goproxy.NewResponse(req, goproxy.ContentTypeText, http.StatusForbidden,
+		fmt.Sprintf("mdtap: host %s is not allowed; the sidecar forwards only to the provider hosts given with --allow-host\n", hostOnly(host)))
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+// goproxyLogger routes goproxy's warnings to debug logs. goproxy formats
+// URLs and errors into them; anything from a "?" on is cut, since MyData
+// refresh and revoke calls carry secrets in the query string.
+type goproxyLogger struct{ l zerolog.Logger }
+
+func (g goproxyLogger) Printf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if i := strings.IndexByte(msg, '?'); i >= 0 {
+		msg = msg[:i] + "…"
+	}
+	g.l.Debug().Str("component", "goproxy").Msg(strings.TrimSpace(msg))
+}
