@@ -229,4 +229,3 @@ func causeOf(err error) string {
 	}
 	return s
 }
-

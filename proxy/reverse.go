@@ -77,4 +77,3 @@ func dropHop(h http.Header) {
 		h.Del(k)
 	}
 }
-

@@ -403,4 +403,3 @@ func headerValue(h map[string][]string, name string) string {
 func encodeValues(vals map[string][]string) string {
 	return url.Values(vals).Encode()
 }
-

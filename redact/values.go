@@ -157,4 +157,3 @@ func mask(v string, first, last int) string {
 	}
 	return b.String()
 }
-
