@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -41,9 +42,11 @@ type captureTransport struct {
 	now        func() time.Time
 	hosts      map[string]HostConfig
 	metrics    *metrics
+	inflight   atomic.Int64 // exchanges whose record is not yet handed on
 }
 
 func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.inflight.Add(1)
 	start := t.now()
 	rec := &mdtap.Record{V: mdtap.SchemaVersion, ID: ulid.Make().String(), Time: mdtap.Timestamp{Time: start}, Service: t.service}
 	rec.TranID = req.Header.Get("x-api-tran-id")
@@ -124,8 +127,8 @@ func (t *captureTransport) finish(rec *mdtap.Record, start time.Time, reqCap *bo
 			}
 		}
 	}
-	t.metrics.captured(rec)
 	t.sink.Submit(rec)
+	t.inflight.Add(-1)
 }
 
 // fill records a captured body in a raw payload: the captured wire bytes

@@ -74,8 +74,6 @@ func (m *metrics) upstreamError(status int) {
 	}
 }
 
-func (m *metrics) captured(*mdtap.Record) {}
-
 // completed counts an exchange once its record knows sector, org and rsp_code.
 func (m *metrics) completed(rec *mdtap.Record) {
 	if m == nil {

@@ -14,6 +14,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -65,6 +67,7 @@ type Server struct {
 	log       zerolog.Logger
 	metrics   *metrics
 	handler   http.Handler
+	draining  atomic.Bool
 }
 
 // New builds the proxy. Records of finished exchanges go to sink.
@@ -177,12 +180,46 @@ func (s *Server) newGoproxy(ca *tls.Certificate) *goproxy.ProxyHttpServer {
 			s.log.Info().Str("host", hostOnly(target)).Msg("refused request to a host not allowed")
 			return req, refusal(req, target)
 		}
+		if s.draining.Load() {
+			s.metrics.refuse("shutting_down")
+			return req, shuttingDown(req)
+		}
 		ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
 			return s.transport.RoundTrip(req)
 		})
 		return req, nil
 	})
 	return gp
+}
+
+// Drain makes the proxy refuse new exchanges (503, Connection: close) while
+// the ones under way finish; see WaitIdle. It is the first step of shutdown:
+// tunnels that stay open after the listener closes must not start new
+// exchanges either.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// InFlight reports exchanges under way (their records not yet handed on).
+func (s *Server) InFlight() int64 { return s.transport.inflight.Load() }
+
+// WaitIdle returns once no exchange is under way, or when ctx ends.
+func (s *Server) WaitIdle(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for s.transport.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %d exchanges: %w", s.transport.inflight.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+func shuttingDown(req *http.Request) *http.Response {
+	resp := goproxy.NewResponse(req, goproxy.ContentTypeText, http.StatusServiceUnavailable, "mdtap: the sidecar is shutting down; retry\n")
+	resp.Header.Set("Connection", "close")
+	resp.Close = true
+	return resp
 }
 
 func refusal(req *http.Request, host string) *http.Response {

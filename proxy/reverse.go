@@ -16,6 +16,12 @@ var hopHeaders = []string{
 // serveReverse forwards one request to the --upstream base URL and streams
 // the response back unchanged.
 func (s *Server) serveReverse(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		s.metrics.refuse("shutting_down")
+		w.Header().Set("Connection", "close")
+		http.Error(w, "mdtap: the sidecar is shutting down; retry", http.StatusServiceUnavailable)
+		return
+	}
 	out := r.Clone(r.Context())
 	out.RequestURI = ""
 	out.URL.Scheme = s.reverse.Scheme

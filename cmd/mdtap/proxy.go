@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	oklogrun "github.com/oklog/run"
+	"github.com/spf13/cobra"
+
+	"github.com/mdtap/mdtap"
+	"github.com/mdtap/mdtap/capture"
+	"github.com/mdtap/mdtap/internal/admin"
+	"github.com/mdtap/mdtap/keys"
+	"github.com/mdtap/mdtap/proxy"
+	"github.com/mdtap/mdtap/redact"
+	"github.com/mdtap/mdtap/stream"
+)
+
+type proxyConfig struct {
+	listen, adminListen, caDir, keyDir, policy, service string
+	streamName                                          string
+	createStream                                        bool
+	nats                                                natsFlags
+	allow                                               []string
+	upstreamCA, clientCert, clientKey, upstream         string
+	upstreamMinTLS                                      string
+	maxCapture                                          byteSize
+	queueSize                                           int
+	shutdownGrace                                       time.Duration
+	keysWatch                                           time.Duration
+}
+
+func newProxyCmd(a *app) *cobra.Command {
+	c := proxyConfig{maxCapture: proxy.DefaultMaxCaptureBytes}
+	cmd := &cobra.Command{
+		Use:   "proxy",
+		Short: "Run the capture sidecar: forward MyData calls, record them protected to JetStream",
+		Long: `Run the capture sidecar next to a client service.
+
+  client service ──HTTPS_PROXY──▶ proxy ──TLS 1.3 / mTLS──▶ information provider
+                                    │ after the response: decode, protect (policy, keys)
+                                    ▼
+                          capture queue ──▶ JetStream (mdtap.records.<sector>.<org>)
+
+Forward mode: clients set HTTPS_PROXY=http://<listen> and trust DIR/ca.crt
+(mdtap ca init); CONNECT to a host in --allow-host is intercepted and captured,
+anything else gets 403. Reverse mode (--upstream URL): clients call the sidecar
+over plain HTTP as if it were the provider.
+
+A request may carry x-mdtap-subject: <internal user id>; the sidecar removes
+it before forwarding and records only its blind index.
+
+Per-host settings go in the configuration file, under proxy.hosts:
+  proxy:
+    hosts:
+      mydata-api.bank.example: {org_code: BANK000001, client_cert: /etc/mdtap/bank.crt, client_key: /etc/mdtap/bank.key}`,
+		Annotations: map[string]string{annotationExtraKeys: "hosts"},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var hosts map[string]proxy.HostConfig
+			if a.config != nil {
+				if _, err := a.config.decodeExtra(cmd, "hosts", &hosts); err != nil {
+					return usagef("%w", err)
+				}
+			}
+			return runProxy(cmd.Context(), a, c, hosts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.listen, "listen", "127.0.0.1:8080", "proxy listen `address`")
+	f.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9090", "admin `address`: /healthz, /readyz, /metrics")
+	f.StringVar(&c.caDir, "ca-dir", "", "MITM CA `dir` (mdtap ca init); forward mode")
+	f.StringVar(&c.keyDir, "keys", "", "key `dir` (mdtap keys init)")
+	f.StringVar(&c.policy, "policy", "", policyFlagHelp)
+	f.StringVar(&c.service, "service", "", "`name` of the client service, recorded in every record")
+	f.StringVar(&c.streamName, "stream", stream.DefaultStreamName, "JetStream stream `name`")
+	f.BoolVar(&c.createStream, "create-stream", true, "create the stream if absent (false where sidecars have publish rights only)")
+	c.nats.register(f)
+	f.StringSliceVar(&c.allow, "allow-host", nil, "provider `host` to forward to: host, host:port or *.domain (repeatable)")
+	f.StringVar(&c.upstreamCA, "upstream-ca", "", "extra trusted roots for providers, PEM `file` (system roots otherwise)")
+	f.StringVar(&c.clientCert, "client-cert", "", "upstream mTLS client certificate PEM `file` (reloaded when it changes)")
+	f.StringVar(&c.clientKey, "client-key", "", "upstream mTLS client key PEM `file`")
+	f.StringVar(&c.upstream, "upstream", "", "reverse mode: the provider's base `URL` (https://…)")
+	f.StringVar(&c.upstreamMinTLS, "upstream-min-tls", "1.3", "minimum TLS `version` towards providers: 1.3 (the MyData standard) or 1.2")
+	f.Var(&c.maxCapture, "max-capture-bytes", "bytes captured per body; the exchange passes in full beyond it")
+	f.IntVar(&c.queueSize, "queue-size", capture.DefaultSize, "records waiting to be protected and published (the loss window at a hard kill)")
+	f.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM: time to finish exchanges under way and flush records")
+	f.DurationVar(&c.keysWatch, "keys-watch", keys.DefaultWatchInterval, "how often to look for rotated keysets (0: never)")
+	return cmd
+}
+
+// runProxy wires keys, policy, stream, capture queue and proxy, and runs
+// them until a signal, then shuts down in order: refuse new exchanges, let
+// those under way finish, drain the queue, wait for the stream's acks.
+func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy.HostConfig) error {
+	if c.keyDir == "" {
+		return usagef("--keys is required")
+	}
+	var reverse *url.URL
+	var ca *tls.Certificate
+	if c.upstream != "" {
+		u, err := url.Parse(c.upstream)
+		if err != nil || u.Host == "" {
+			return usagef("--upstream %q: want https://host[:port]", c.upstream)
+		}
+		reverse = u
+	} else {
+		if c.caDir == "" {
+			return usagef("--ca-dir is required in forward mode (or give --upstream for reverse mode)")
+		}
+		if len(c.allow) == 0 {
+			return usagef("--allow-host is required: the sidecar forwards only to listed provider hosts")
+		}
+		loaded, groupReadable, err := proxy.LoadCA(c.caDir)
+		if err != nil {
+			return err
+		}
+		if groupReadable {
+			a.log.Warn().Str("file", c.caDir+"/"+proxy.CAKeyFile).Msg("the MITM CA key is readable by its group")
+		}
+		ca = loaded
+	}
+	minTLS := uint16(tls.VersionTLS13)
+	switch c.upstreamMinTLS {
+	case "1.3":
+	case "1.2":
+		minTLS = tls.VersionTLS12
+	default:
+		return usagef("--upstream-min-tls %q: want 1.3 or 1.2", c.upstreamMinTLS)
+	}
+	policy, err := redact.Load(c.policy)
+	if err != nil {
+		return usagef("%w", err)
+	}
+	keySet, err := keys.Load(ctx, c.keyDir)
+	if err != nil {
+		return err
+	}
+	reg := admin.NewRegistry()
+	redactor := redact.New(policy, keySet)
+	unclassified, err := redact.NewUnclassifiedCounter(reg)
+	if err != nil {
+		return err
+	}
+	redactor.OnUnclassified = unclassified.Observe
+
+	nc, err := stream.Connect(c.nats.options(), a.log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if c.createStream {
+		if err := ensureStreamWhenUp(ctx, a, nc, c.streamName); err != nil {
+			return err
+		}
+	}
+	pub, err := stream.NewPublisher(nc, stream.PublisherOptions{Stream: c.streamName, Logger: a.log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	// The proxy's completer runs on the queue; the queue is built before the
+	// proxy, so hand it over through a small indirection.
+	var complete func(*mdtap.Record)
+	queue, err := capture.New(redactor, pub, capture.Options{
+		Size: c.queueSize, Logger: a.log, Registerer: reg,
+		Prepare: func(r *mdtap.Record) { complete(r) },
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := proxy.New(proxy.Options{
+		Allow: c.allow, CA: ca, Reverse: reverse, Service: c.service, MaxCaptureBytes: int(c.maxCapture),
+		Upstream: proxy.UpstreamOptions{RootCAFile: c.upstreamCA, MinTLS: minTLS,
+			ClientCert: proxy.ClientCert{CertFile: c.clientCert, KeyFile: c.clientKey}, Hosts: hosts},
+		Logger: a.log, Registerer: reg,
+	}, queue)
+	if err != nil {
+		return usagef("%w", err)
+	}
+	complete = srv.Completer().Complete
+
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", c.listen, err)
+	}
+	adminLn, err := net.Listen("tcp", c.adminListen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("admin listen %s: %w", c.adminListen, err)
+	}
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second}
+	adminSrv := &http.Server{Handler: admin.Handler(reg, map[string]admin.Check{
+		"nats": func(context.Context) error {
+			if !nc.IsConnected() {
+				return errors.New("not connected")
+			}
+			return nil
+		},
+	}), ReadHeaderTimeout: 5 * time.Second}
+
+	var g oklogrun.Group
+	g.Add(func() error {
+		<-ctx.Done()
+		return nil
+	}, func(error) {})
+	g.Add(func() error {
+		a.log.Info().Str("listen", ln.Addr().String()).Bool("reverse", reverse != nil).Str("stream", c.streamName).
+			Str("policy", policy.ID).Msg("proxy serving")
+		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("proxy: %w", err)
+		}
+		return nil
+	}, func(error) {
+		shutdownProxy(a, c, srv, httpSrv, queue, pub)
+	})
+	g.Add(func() error {
+		if err := adminSrv.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin: %w", err)
+		}
+		return nil
+	}, func(error) { adminSrv.Close() })
+	if c.keysWatch > 0 {
+		wctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			keySet.Watch(wctx, c.keysWatch, a.log)
+			return nil
+		}, func(error) { cancel() })
+	}
+	return g.Run()
+}
+
+// shutdownProxy stops in order, within the grace period: refuse new
+// exchanges, close the listener, let exchanges under way finish, drain the
+// capture queue into the stream, wait for the stream's acks.
+func shutdownProxy(a *app, c proxyConfig, srv *proxy.Server, httpSrv *http.Server, queue *capture.Queue, pub *stream.Publisher) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), c.shutdownGrace)
+	defer cancel()
+	srv.Drain()
+	httpSrv.Shutdown(ctx)
+	if err := srv.WaitIdle(ctx); err != nil {
+		a.log.Error().Str("cause", err.Error()).Msg("shutdown: exchanges still under way")
+	}
+	if err := queue.Close(ctx); err != nil {
+		a.log.Error().Str("cause", err.Error()).Int("left", queue.Len()).Msg("shutdown: capture queue not drained")
+	}
+	if err := pub.Flush(ctx); err != nil {
+		a.log.Error().Str("cause", err.Error()).Msg("shutdown: stream acks still pending")
+	}
+	srv.CloseIdleConnections()
+	a.log.Info().Dur("took", time.Since(start)).Msg("proxy stopped")
+}
+
+// ensureStreamWhenUp provisions the stream once NATS answers; a sidecar may
+// start before NATS, so it retries until the context ends.
+func ensureStreamWhenUp(ctx context.Context, a *app, nc *nats.Conn, name string) error {
+	cfg := stream.DefaultStreamConfig()
+	cfg.Name = name
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := stream.EnsureOn(actx, nc, cfg)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, stream.ErrIncompatibleStream) {
+			return err
+		}
+		if attempt == 0 {
+			a.log.Warn().Str("cause", err.Error()).Msg("stream not provisioned yet; retrying")
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("provision stream %s: %w", name, err)
+		case <-time.After(time.Second):
+		}
+	}
+}
