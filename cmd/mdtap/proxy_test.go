@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -90,8 +89,20 @@ func waitHTTP(t *testing.T, url string, logs *syncBuffer) {
 // through `mdtap proxy` (forward MITM); the records arrive in JetStream,
 // protected, with sector, api, org_code, tran_id and rsp_code, and no
 // sensitive value of the simulator appears in any message.
-func TestProxyCommandEndToEnd(t *testing.T) {
-	ns := natstest.Start(t)
+// proxyStack is a running `mdtap proxy` in front of the simulator, with an
+// embedded JetStream server.
+type proxyStack struct {
+	ns        *natstest.Server
+	sim       *sim.Simulator
+	simURL    string
+	client    *http.Client
+	adminAddr string
+	logs      *syncBuffer
+}
+
+func startProxyStack(t *testing.T, natsOpts []natstest.Option, extra ...string) proxyStack {
+	t.Helper()
+	ns := natstest.Start(t, natsOpts...)
 	dir := t.TempDir()
 	keyDir, caDir := filepath.Join(dir, "keys"), filepath.Join(dir, "ca")
 	for _, args := range [][]string{{"keys", "init", "--dir", keyDir}, {"ca", "init", "--dir", caDir}} {
@@ -110,9 +121,10 @@ func TestProxyCommandEndToEnd(t *testing.T) {
 	os.WriteFile(simCA, caPEM, 0o644)
 
 	listen, adminAddr := freePort(t), freePort(t)
-	logs := background(t, "proxy", "--listen", listen, "--admin-listen", adminAddr, "--ca-dir", caDir, "--keys", keyDir,
+	args := append([]string{"proxy", "--listen", listen, "--admin-listen", adminAddr, "--ca-dir", caDir, "--keys", keyDir,
 		"--nats", ns.URL(), "--allow-host", strings.TrimPrefix(simSrv.URL(), "https://"), "--upstream-ca", simCA,
-		"--service", "asset-sync", "--log-level", "debug")
+		"--service", "asset-sync", "--log-level", "debug"}, extra...)
+	logs := background(t, args...)
 	waitHTTP(t, "http://"+adminAddr+"/readyz", logs)
 
 	mitm, _ := os.ReadFile(filepath.Join(caDir, "ca.crt"))
@@ -120,15 +132,12 @@ func TestProxyCommandEndToEnd(t *testing.T) {
 	pool.AppendCertsFromPEM(mitm)
 	proxyURL, _ := url.Parse("http://" + listen)
 	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL), TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	c := simclient.New(simSrv.URL(), hc)
-	c.Sim = s
-	c.Header = http.Header{"X-Mdtap-Subject": {"customer-2"}}
-	var tranIDs []string
-	c.OnExchange = func(ex simclient.Exchange) { tranIDs = append(tranIDs, ex.ReqHeader.Get("x-api-tran-id")) }
-	if err := c.Walk(context.Background(), 2, 500); err != nil {
-		t.Fatal(err)
-	}
+	return proxyStack{ns: ns, sim: s, simURL: simSrv.URL(), client: hc, adminAddr: adminAddr, logs: logs}
+}
 
+// fetchRecords reads n records from the stream through a test consumer.
+func fetchRecords(t *testing.T, ns *natstest.Server, n int, logs *syncBuffer) ([]*mdtap.Record, []byte) {
+	t.Helper()
 	js := ns.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -137,15 +146,15 @@ func TestProxyCommandEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var all bytes.Buffer
-	got := map[string]*mdtap.Record{}
-	for len(got) < len(tranIDs) {
+	var recs []*mdtap.Record
+	for len(recs) < n {
 		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := 0
+		got := 0
 		for m := range batch.Messages() {
-			n++
+			got++
 			var r mdtap.Record
 			if err := json.Unmarshal(m.Data(), &r); err != nil {
 				t.Fatalf("message is not a record: %v", err)
@@ -156,14 +165,36 @@ func TestProxyCommandEndToEnd(t *testing.T) {
 			if m.Headers().Get("Nats-Msg-Id") != r.ID {
 				t.Errorf("Nats-Msg-Id %q, want the record id", m.Headers().Get("Nats-Msg-Id"))
 			}
-			got[r.TranID] = &r
+			recs = append(recs, &r)
 			all.Write(m.Data())
+			all.WriteByte('\n')
 			m.Ack()
 		}
-		if n == 0 && ctx.Err() != nil {
-			t.Fatalf("%d of %d records arrived:\n%s", len(got), len(tranIDs), logs.String())
+		if got == 0 && ctx.Err() != nil {
+			t.Fatalf("%d of %d records arrived:\n%s", len(recs), n, logs.String())
 		}
 	}
+	return recs, all.Bytes()
+}
+
+func TestProxyCommandEndToEnd(t *testing.T) {
+	st := startProxyStack(t, nil)
+	ns, s, logs, adminAddr := st.ns, st.sim, st.logs, st.adminAddr
+	c := simclient.New(st.simURL, st.client)
+	c.Sim = s
+	c.Header = http.Header{"X-Mdtap-Subject": {"customer-2"}}
+	var tranIDs []string
+	c.OnExchange = func(ex simclient.Exchange) { tranIDs = append(tranIDs, ex.ReqHeader.Get("x-api-tran-id")) }
+	if err := c.Walk(context.Background(), 2, 500); err != nil {
+		t.Fatal(err)
+	}
+	recs, raw := fetchRecords(t, ns, len(tranIDs), logs)
+	got := map[string]*mdtap.Record{}
+	for _, r := range recs {
+		got[r.TranID] = r
+	}
+	var all bytes.Buffer
+	all.Write(raw)
 	for _, id := range tranIDs {
 		r := got[id]
 		if r == nil {
@@ -203,5 +234,56 @@ func TestProxyCommandEndToEnd(t *testing.T) {
 			t.Errorf("/metrics lacks %s", m)
 		}
 	}
-	fmt.Fprintf(io.Discard, "%d records", len(got))
+	checkMetricsDocumented(t, string(metrics))
+}
+
+// checkMetricsDocumented fails for an mdtap_ metric that docs/metrics.md
+// does not list: metric names are a contract.
+func checkMetricsDocumented(t *testing.T, exposition string) {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(exposition, "\n") {
+		if !strings.HasPrefix(line, "# TYPE mdtap_") {
+			continue
+		}
+		name := strings.Fields(line)[2]
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("metric %s is served but not documented in docs/metrics.md", name)
+		}
+	}
+}
+
+// A protected record larger than the server's max payload is degraded to
+// metadata (sizes and keyed digests, a reason), never retried whole.
+func TestProxyDegradesRecordsTooLargeForNATS(t *testing.T) {
+	st := startProxyStack(t, []natstest.Option{natstest.WithMaxPayload(64 << 10)}, "--max-capture-bytes", "256KiB")
+	req, _ := http.NewRequest("GET", st.simURL+"/v1/bank/accounts?org_code=TESTBK0001&search_timestamp=0", nil)
+	req.Header.Set("Authorization", "Bearer "+st.sim.IssueToken(1, ""))
+	req.Header.Set("x-api-tran-id", "TESTMD0001M00000000000077")
+	req.Header.Set("x-sim-fault", "big=200000")
+	resp, err := st.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n != 200000 {
+		t.Fatalf("client got %d bytes, want 200000", n)
+	}
+	recs, raw := fetchRecords(t, st.ns, 1, st.logs)
+	r := recs[0]
+	// The Go client asked for gzip, so 200000 bytes crossed the wire compressed.
+	if r.Degraded != mdtap.DegradeTooLarge || r.Response.Body != nil || r.Response.ContentEncoding != "gzip" || r.Response.DecodedBytes != 200000 ||
+		!strings.HasPrefix(r.Response.BodyDigest, "mdtap:hash:v1:") || r.Response.RspCode != "00000" {
+		t.Fatalf("record degraded %q body %d bytes digest %q rsp_code %q", r.Degraded, r.Response.BodyBytes, r.Response.BodyDigest, r.Response.RspCode)
+	}
+	if err := r.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) > 8<<10 {
+		t.Fatalf("degraded record is %d bytes", len(raw))
+	}
 }
