@@ -51,9 +51,14 @@ type Options struct {
 	// MaxDecodedBytes caps a compressed body's decoded size for capture
 	// (default 8 × MaxCaptureBytes).
 	MaxDecodedBytes int64
-	Logger          zerolog.Logger
-	Registerer      prometheus.Registerer
-	Now             func() time.Time
+	// Admit, when set, is asked before each exchange is forwarded; an error
+	// refuses it with 503 before anything is sent upstream (fail-closed: the
+	// records could not be made durable). Exchanges already forwarded
+	// complete normally.
+	Admit      func() error
+	Logger     zerolog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
 }
 
 // Server is the capture proxy. Serve its Handler with net/http.
@@ -68,6 +73,7 @@ type Server struct {
 	metrics   *metrics
 	handler   http.Handler
 	draining  atomic.Bool
+	admit     func() error
 }
 
 // New builds the proxy. Records of finished exchanges go to sink.
@@ -110,7 +116,7 @@ func New(o Options, sink Sink) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		allow: allow, upstream: up, reverse: o.Reverse, log: o.Logger, metrics: m,
+		allow: allow, upstream: up, reverse: o.Reverse, log: o.Logger, metrics: m, admit: o.Admit,
 		transport: &captureTransport{upstream: up, sink: sink, maxCapture: o.MaxCaptureBytes, service: o.Service,
 			now: o.Now, hosts: o.Upstream.Hosts, metrics: m},
 		completer: &Completer{hosts: lowerKeys(o.Upstream.Hosts), maxDecoded: o.MaxDecodedBytes, metrics: m},
@@ -184,6 +190,9 @@ func (s *Server) newGoproxy(ca *tls.Certificate) *goproxy.ProxyHttpServer {
 			s.metrics.refuse("shutting_down")
 			return req, shuttingDown(req)
 		}
+		if err := s.admitted(); err != nil {
+			return req, unavailable(req, err)
+		}
 		ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
 			return s.transport.RoundTrip(req)
 		})
@@ -213,6 +222,25 @@ func (s *Server) WaitIdle(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// admitted runs the fail-closed gate.
+func (s *Server) admitted() error {
+	if s.admit == nil {
+		return nil
+	}
+	err := s.admit()
+	if err != nil {
+		s.metrics.refuse("not_durable")
+	}
+	return err
+}
+
+func unavailable(req *http.Request, cause error) *http.Response {
+	resp := goproxy.NewResponse(req, goproxy.ContentTypeText, http.StatusServiceUnavailable,
+		"mdtap: the exchange was not forwarded: "+cause.Error()+"; retry later\n")
+	resp.Header.Set("Retry-After", "5")
+	return resp
 }
 
 func shuttingDown(req *http.Request) *http.Response {

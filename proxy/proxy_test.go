@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -483,3 +484,53 @@ func TestGzipBombIsFlaggedNotFollowed(t *testing.T) {
 		t.Fatalf("opaque reason %q, body %d bytes", r.Response.OpaqueReason, len(r.Response.Body))
 	}
 }
+
+// Fail-closed: while the gate refuses, exchanges get 503 before anything is
+// sent upstream; once it admits again, they pass.
+func TestAdmitGateRefusesBeforeForwarding(t *testing.T) {
+	var calls int
+	var mu sync.Mutex
+	srv, caFile := headerEcho(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		io.WriteString(w, "{}")
+	})
+	var closed atomic.Bool
+	closed.Store(true)
+	p := startProxy(t, Options{Allow: []string{hostOf(srv.URL)}, Upstream: UpstreamOptions{RootCAFile: caFile},
+		Admit: func() error {
+			if closed.Load() {
+				return errSpoolFullForTest
+			}
+			return nil
+		}})
+	resp, err := p.client().Get(srv.URL + "/v1/bank/accounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	mu.Lock()
+	n := calls
+	mu.Unlock()
+	if resp.StatusCode != http.StatusServiceUnavailable || n != 0 || !strings.Contains(string(body), "spool full") {
+		t.Fatalf("status %d, upstream calls %d, body %q: want 503 and nothing forwarded", resp.StatusCode, n, body)
+	}
+	closed.Store(false)
+	resp, err = p.client().Get(srv.URL + "/v1/bank/accounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("after the gate opened: %d", resp.StatusCode)
+	}
+}
+
+var errSpoolFullForTest = errorString("records cannot be made durable (spool full)")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+

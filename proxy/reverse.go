@@ -22,6 +22,11 @@ func (s *Server) serveReverse(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "mdtap: the sidecar is shutting down; retry", http.StatusServiceUnavailable)
 		return
 	}
+	if err := s.admitted(); err != nil {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "mdtap: the exchange was not forwarded: "+err.Error()+"; retry later", http.StatusServiceUnavailable)
+		return
+	}
 	out := r.Clone(r.Context())
 	out.RequestURI = ""
 	out.URL.Scheme = s.reverse.Scheme
