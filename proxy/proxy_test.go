@@ -533,4 +533,3 @@ var errSpoolFullForTest = errorString("records cannot be made durable (spool ful
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
-
