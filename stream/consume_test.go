@@ -1,0 +1,95 @@
+package stream_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/mdtap/mdtap/internal/natstest"
+	"github.com/mdtap/mdtap/stream"
+)
+
+func TestConsumerFetchAckLag(t *testing.T) {
+	ns := natstest.Start(t)
+	nc := ns.Conn(t)
+	ctx := context.Background()
+	if err := stream.EnsureOn(ctx, nc, stream.DefaultStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 25 {
+		if err := nc.Publish("mdtap.records.bank.TESTBK0001", []byte(`{"n":`+string(rune('0'+i%10))+`}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc.Flush()
+	c, err := stream.OpenConsumer(ctx, nc, "", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []*stream.Delivery
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < 25 && time.Now().Before(deadline) {
+		ds, err := c.Fetch(ctx, 10, 500*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ds...)
+	}
+	if len(got) != 25 || got[0].Seq() != 1 || got[24].Seq() != 25 {
+		t.Fatalf("fetched %d", len(got))
+	}
+	if lag, err := c.Lag(ctx); err != nil || lag != 25 {
+		t.Fatalf("lag before ack = %d, %v; want 25 (delivered, unacknowledged)", lag, err)
+	}
+	if err := c.Ack(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	for time.Now().Before(deadline) {
+		if lag, _ := c.Lag(ctx); lag == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	js := ns.JetStream(t)
+	s, _ := js.Stream(ctx, stream.DefaultStreamName)
+	info, _ := s.Info(ctx)
+	if info.State.Msgs != 0 {
+		t.Fatalf("%d messages left after ack; the work queue should be empty", info.State.Msgs)
+	}
+}
+
+func TestKVCompareAndSet(t *testing.T) {
+	ns := natstest.Start(t)
+	nc := ns.Conn(t)
+	ctx := context.Background()
+	kv, err := stream.OpenKV(ctx, nc, "", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := kv.Get(ctx, "chain.a"); !errors.Is(err, stream.ErrKeyNotFound) {
+		t.Fatalf("Get of a new key = %v, want ErrKeyNotFound", err)
+	}
+	r1, err := kv.Put(ctx, "chain.a", []byte("h1"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "chain.a", []byte("fork"), 0); !errors.Is(err, stream.ErrRevisionConflict) {
+		t.Fatalf("second create = %v, want ErrRevisionConflict", err)
+	}
+	r2, err := kv.Put(ctx, "chain.a", []byte("h2"), r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "chain.a", []byte("stale"), r1); !errors.Is(err, stream.ErrRevisionConflict) {
+		t.Fatalf("update at a stale revision = %v, want ErrRevisionConflict", err)
+	}
+	v, rev, err := kv.Get(ctx, "chain.a")
+	if err != nil || string(v) != "h2" || rev != r2 {
+		t.Fatalf("Get = %q %d %v", v, rev, err)
+	}
+	ns.Restart()
+	if v, _, err := kv.Get(ctx, "chain.a"); err != nil || string(v) != "h2" {
+		t.Fatalf("after restart Get = %q %v", v, err)
+	}
+}
