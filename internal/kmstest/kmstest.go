@@ -14,14 +14,12 @@ package kmstest
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -59,14 +57,8 @@ type Server struct {
 	logPath string
 
 	mu   sync.Mutex
-	addr string   // host:port, fixed once the first start bound it
-	proc *process // nil while stopped
-}
-
-type process struct {
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
+	addr string           // host:port, fixed once the first start bound it
+	proc *toolbin.Process // nil while stopped
 }
 
 // Start builds the wrapper (cached between runs) and starts it on a free
@@ -176,9 +168,8 @@ func (s *Server) start(addr string) error {
 		return err
 	}
 	cmd.Stdout = w
-	cmd.SysProcAttr = sysProcAttr()
 	fmt.Fprintf(logf, "--- kmstest: %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(cmd.Args, " "))
-	p, err := startProcess(cmd)
+	p, err := toolbin.StartProcess(cmd)
 	w.Close() // the child has its own copy
 	if err != nil {
 		stdout.Close()
@@ -207,9 +198,9 @@ func (s *Server) start(addr string) error {
 		return fmt.Errorf("no address printed within %s", ReadyTimeout)
 	}
 	if len(got) < 2 {
-		<-p.done
+		<-p.Done()
 		s.stop(syscall.SIGKILL, StopTimeout)
-		return fmt.Errorf("exited before listening: %v", p.waitErr)
+		return fmt.Errorf("exited before listening: %v", p.Err())
 	}
 	if got[1] != s.KeyARN() {
 		s.stop(syscall.SIGKILL, StopTimeout)
@@ -225,29 +216,6 @@ func (s *Server) start(addr string) error {
 	return nil
 }
 
-// startProcess starts cmd from a goroutine locked to its OS thread, which
-// then waits for it: Pdeathsig fires when the thread that forked the child
-// exits, so that thread must live as long as the child does.
-func startProcess(cmd *exec.Cmd) (*process, error) {
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
 func (s *Server) stop(sig syscall.Signal, timeout time.Duration) error {
 	s.mu.Lock()
 	p := s.proc
@@ -256,17 +224,7 @@ func (s *Server) stop(sig syscall.Signal, timeout time.Duration) error {
 	if p == nil {
 		return nil
 	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal %v: %w", sig, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(timeout):
-	}
-	p.cmd.Process.Kill()
-	<-p.done
-	return fmt.Errorf("still running %s after %v, killed", timeout, sig)
+	return p.Stop(sig, timeout)
 }
 
 func (s *Server) cleanup() {

@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +36,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/mdtap/mdtap/internal/toolbin"
 )
 
 const (
@@ -66,16 +67,10 @@ type Server struct {
 
 	mu   sync.Mutex
 	port int
-	proc *process // nil while stopped
+	proc *toolbin.Process // nil while stopped
 }
 
 // process is one run of versitygw.
-type process struct {
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when the process has exited
-	waitErr error         // set before done is closed
-}
-
 // Start builds versitygw (cached between runs, see Binary) and starts it on a
 // random free loopback port with a temp root and random credentials; it is
 // killed in t.Cleanup. Start returns once the server answers ListBuckets.
@@ -237,10 +232,9 @@ func (s *Server) start() error {
 	}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.SysProcAttr = sysProcAttr()
 	fmt.Fprintf(logf, "--- s3test: %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(cmd.Args, " "))
 
-	p, err := startProcess(cmd)
+	p, err := toolbin.StartProcess(cmd)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
@@ -258,32 +252,9 @@ func (s *Server) start() error {
 	return nil
 }
 
-// startProcess starts cmd from a goroutine locked to its OS thread, which
-// then waits for it: Pdeathsig fires when the thread that forked the child
-// exits, so that thread must live as long as the child does.
-func startProcess(cmd *exec.Cmd) (*process, error) {
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
 // waitReady polls until versitygw accepts a TCP connection and answers an
 // authenticated ListBuckets, or until it exits or ReadyTimeout passes.
-func (s *Server) waitReady(p *process, endpoint string) error {
+func (s *Server) waitReady(p *toolbin.Process, endpoint string) error {
 	client, err := s.newClient(1) // no retries inside a probe: we poll
 	if err != nil {
 		return err
@@ -292,8 +263,8 @@ func (s *Server) waitReady(p *process, endpoint string) error {
 	var last error
 	for {
 		select {
-		case <-p.done:
-			return fmt.Errorf("versitygw exited before it was ready: %v", p.waitErr)
+		case <-p.Done():
+			return fmt.Errorf("versitygw exited before it was ready: %v", p.Err())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -304,7 +275,7 @@ func (s *Server) waitReady(p *process, endpoint string) error {
 			return nil
 		}
 		select {
-		case <-p.done:
+		case <-p.Done():
 		case <-time.After(20 * time.Millisecond): // poll pacing
 		}
 	}
@@ -332,17 +303,7 @@ func (s *Server) stop(sig syscall.Signal, timeout time.Duration) error {
 	if p == nil {
 		return nil
 	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal %v: %w", sig, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(timeout):
-	}
-	p.cmd.Process.Kill()
-	<-p.done
-	return fmt.Errorf("still running %s after %v, killed", timeout, sig)
+	return p.Stop(sig, timeout)
 }
 
 // cleanup kills the server at the end of the test.

@@ -1,8 +1,8 @@
-package s3test
+package toolbin
 
 import "syscall"
 
-// sysProcAttr puts versitygw in its own process group and has the kernel
+// sysProcAttr puts the tool in its own process group and has the kernel
 // SIGKILL it when the test binary dies, so no server outlives a crashed or
 // killed test. (Pdeathsig fires when the thread that started the child exits;
 // Go only ends threads whose goroutine locked them and exited, which test

@@ -1,9 +1,0 @@
-//go:build !linux
-
-package s3test
-
-import "syscall"
-
-// sysProcAttr has no parent-death signal outside Linux: a server may outlive
-// a test binary that is killed before its cleanup runs.
-func sysProcAttr() *syscall.SysProcAttr { return nil }
