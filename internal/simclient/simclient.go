@@ -48,9 +48,19 @@ type Client struct {
 	Header http.Header
 	// OnExchange sees every exchange.
 	OnExchange func(Exchange)
+	// MaxExchanges, when positive, stops the client after that many calls:
+	// the next one returns ErrBudget.
+	MaxExchanges int64
 
 	seq atomic.Int64
+	n   atomic.Int64
 }
+
+// ErrBudget is returned once MaxExchanges calls have been made.
+var ErrBudget = errors.New("exchange budget used up")
+
+// Exchanges reports how many calls the client has made.
+func (c *Client) Exchanges() int64 { return c.n.Load() }
 
 // New returns a client for base using hc (cloned so redirects are not followed).
 func New(base string, hc *http.Client) *Client {
@@ -74,6 +84,9 @@ type Org struct {
 // or anything else JSON-encoded; nil sends none. A non-2xx/3xx status is not
 // an error here; callers check what they expect.
 func (c *Client) Do(ctx context.Context, name, method, path string, query url.Values, token string, body any) (Exchange, error) {
+	if c.MaxExchanges > 0 && c.n.Load() >= c.MaxExchanges {
+		return Exchange{}, ErrBudget
+	}
 	u, err := url.Parse(c.Base + path)
 	if err != nil {
 		return Exchange{}, fmt.Errorf("%s: %w", name, err)
@@ -107,6 +120,7 @@ func (c *Client) Do(ctx context.Context, name, method, path string, query url.Va
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	c.n.Add(1)
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return Exchange{}, fmt.Errorf("%s: %w", name, err)
