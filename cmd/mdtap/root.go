@@ -58,7 +58,9 @@ the file. Sizes take units (256KiB, 64MiB); durations Go syntax (90s, 168h).`,
 	pf.StringVar(&a.logFormat, "log-format", "json", "log format: json or console")
 
 	root.AddCommand(
+		newDemoCmd(a),
 		newProxyCmd(a),
+		newArchiveCmd(a),
 		newCACmd(a),
 		newStreamCmd(a),
 		newSimCmd(a),
