@@ -46,11 +46,17 @@ func (s *syncBuffer) String() string {
 // exits 0 on cancel.
 func background(t *testing.T, args ...string) *syncBuffer {
 	t.Helper()
+	return backgroundEnv(t, nil, args...)
+}
+
+// backgroundEnv is background with an environment for the command.
+func backgroundEnv(t *testing.T, env map[string]string, args ...string) *syncBuffer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, args, strings.NewReader(""), io.Discard, logs, func(string) (string, bool) { return "", false })
+		done <- run(ctx, args, strings.NewReader(""), io.Discard, logs, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	}()
 	t.Cleanup(func() {
 		cancel()
