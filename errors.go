@@ -18,3 +18,9 @@ var ErrKeyUnavailable = errors.New("key not available")
 // metadata (Record.Degrade) and publishes that instead; it never retries the
 // full record.
 var ErrTooLarge = errors.New("record too large for the stream")
+
+// ErrSpoolFull is returned by a publisher when NATS cannot take a record now
+// and the local spool has no room for it either. The caller degrades the
+// record to metadata (reason DegradeSpoolFull), which may use the spool's
+// reserved part, and publishes that.
+var ErrSpoolFull = errors.New("spool full")

@@ -187,14 +187,27 @@ func (q *Queue) handle(it item) {
 		q.m.degraded(mdtap.DegradeProtectError)
 	}
 	err = q.pub.Publish(q.ctx, prot)
-	if errors.Is(err, mdtap.ErrTooLarge) {
-		q.m.degraded(mdtap.DegradeTooLarge)
-		small, derr := q.p.Degrade(raw, prot, mdtap.DegradeTooLarge)
+	// Too large for the stream, or no room anywhere now (fail-open): keep
+	// the record's metadata, with keyed digests computed from the raw bodies.
+	for _, c := range []struct {
+		err    error
+		reason string
+	}{{mdtap.ErrTooLarge, mdtap.DegradeTooLarge}, {mdtap.ErrSpoolFull, mdtap.DegradeSpoolFull}} {
+		if !errors.Is(err, c.err) || prot.Degraded != "" && prot.Degraded != mdtap.DegradeProtectError {
+			continue
+		}
+		q.m.degraded(c.reason)
+		small, derr := q.p.Degrade(raw, prot, c.reason)
 		if derr != nil {
 			q.log.Error().Str("record", raw.ID).Str("cause", derr.Error()).Msg("degraded record is incomplete")
 		}
 		err = q.pub.Publish(q.ctx, small)
 		prot = small
+	}
+	if errors.Is(err, mdtap.ErrSpoolFull) {
+		q.m.dropped(mdtap.DegradeSpoolFull)
+		q.log.Error().Str("record", raw.ID).Str("sector", string(prot.Sector)).Msg("neither NATS nor the spool can take even the record's metadata; record lost")
+		return
 	}
 	if err != nil {
 		q.m.outcome(prot, "failed")

@@ -65,12 +65,15 @@ const (
 	ReasonDisconnected = "disconnected"
 	ReasonClosed       = "closed"
 	ReasonRejected     = "rejected"
-	ReasonError        = "error"
+	// ReasonSpoolFull: Publish found NATS unavailable (or the stream
+	// refusing) and the spool without room: ErrSpoolFull.
+	ReasonSpoolFull = "spool_full"
+	ReasonError     = "error"
 )
 
 var reasons = []string{
 	ReasonUnprotected, ReasonInvalidID, ReasonEncode, ReasonTooLarge, ReasonStreamFull, ReasonStorageFull,
-	ReasonNoStream, ReasonTimeout, ReasonDisconnected, ReasonClosed, ReasonRejected, ReasonError,
+	ReasonNoStream, ReasonTimeout, ReasonDisconnected, ReasonClosed, ReasonRejected, ReasonSpoolFull, ReasonError,
 }
 
 // PublishError is a failed publish of one record. It never carries payload

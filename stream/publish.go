@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -68,8 +69,19 @@ type PublisherOptions struct {
 	// goroutine that also delivers acks, so it must return quickly and must
 	// not call Publish or Flush (a full in-flight window would deadlock).
 	// Flush and Close wait for it to return. When nil, failed records are
-	// counted, logged and dropped.
+	// counted, logged and dropped. Not with Spool, which takes them.
 	OnFailure func(m Message, err error)
+
+	// Spool, when set, keeps every accepted record that is not
+	// acknowledged, and the publisher replays it in order once JetStream
+	// takes records again (the drain). See Publish, Flush and Close; the
+	// spool serves this publisher only. Close the publisher before the
+	// spool.
+	Spool *Spool
+	// DrainMaxInFlight bounds the spooled records replayed and not yet
+	// acknowledged. They share MaxInFlight with new records, which keep
+	// the rest. Default MaxInFlight/4.
+	DrainMaxInFlight int
 }
 
 // Publisher publishes protected records to JetStream asynchronously, with a
@@ -85,8 +97,17 @@ type Publisher struct {
 	log       zerolog.Logger // sampled
 	m         *metrics
 
-	sem  chan struct{} // one token per record in flight
+	sem  chan struct{} // one token per record in flight (or being spooled, or replayed)
 	done chan struct{} // closed by Close
+
+	spool *Spool
+	drain *drainer // nil without a spool
+	// spoolFirst, when set, is why new records go straight to the spool
+	// while NATS is connected: the drain found JetStream refusing
+	// (stream_full, …), so new records queue behind the spooled ones
+	// rather than race them for room. The drain clears it on its first
+	// acknowledgement.
+	spoolFirst atomic.Pointer[string]
 
 	mu          sync.Mutex
 	pending     map[*nats.Msg]inflight
@@ -96,16 +117,22 @@ type Publisher struct {
 }
 
 type inflight struct {
-	id    string
-	start time.Time
+	id       string
+	start    time.Time
+	degraded bool
+	drain    *drainItem // a spooled record being replayed; nil for a new one
 }
 
 // NewPublisher returns a publisher on nc. It needs no server yet: records
 // published while nc is not connected fail at once with ErrDisconnected
-// (to OnFailure), so a sidecar can start before NATS.
+// (to OnFailure), or go to the spool, so a sidecar can start before NATS.
+// With a spool it starts the drain, which Close stops.
 func NewPublisher(nc *nats.Conn, o PublisherOptions) (*Publisher, error) {
 	if nc == nil {
 		return nil, errors.New("new publisher: nil connection")
+	}
+	if o.Spool != nil && o.OnFailure != nil {
+		return nil, errors.New("new publisher: a spool and OnFailure exclude each other")
 	}
 	if o.Stream == "" {
 		o.Stream = DefaultStreamName
@@ -125,6 +152,12 @@ func NewPublisher(nc *nats.Conn, o PublisherOptions) (*Publisher, error) {
 	if o.AckTimeout < 0 {
 		return nil, fmt.Errorf("new publisher: ack timeout %s is negative", o.AckTimeout)
 	}
+	if o.DrainMaxInFlight == 0 {
+		o.DrainMaxInFlight = max(o.MaxInFlight/4, 1)
+	}
+	if o.DrainMaxInFlight < 0 || o.DrainMaxInFlight > o.MaxInFlight {
+		return nil, fmt.Errorf("new publisher: drain max in flight %d: want 1 to max in flight %d", o.DrainMaxInFlight, o.MaxInFlight)
+	}
 	p := &Publisher{
 		nc:        nc,
 		expect:    []string{o.Stream},
@@ -135,6 +168,7 @@ func NewPublisher(nc *nats.Conn, o PublisherOptions) (*Publisher, error) {
 		sem:       make(chan struct{}, o.MaxInFlight),
 		done:      make(chan struct{}),
 		pending:   make(map[*nats.Msg]inflight, o.MaxInFlight),
+		spool:     o.Spool,
 	}
 	js, err := jetstream.New(nc,
 		// Our semaphore is the real bound and blocks honouring ctx;
@@ -161,6 +195,13 @@ func NewPublisher(nc *nats.Conn, o PublisherOptions) (*Publisher, error) {
 		return nil, fmt.Errorf("new publisher: metrics: %w", err)
 	}
 	p.m = m
+	if p.spool != nil {
+		if err := p.spool.attach(); err != nil {
+			return nil, fmt.Errorf("new publisher: %w", err)
+		}
+		p.drain = newDrainer(p, o.DrainMaxInFlight, o.Logger)
+		go p.drain.run()
+	}
 	return p, nil
 }
 
@@ -181,9 +222,20 @@ func headerLen(stream string) int {
 // It returns an error, and keeps nothing, when it does not take the record:
 // ErrUnprotected (empty Policy: never published), ErrInvalidID, ErrTooLarge
 // (over the server's max payload: degrade the record and publish that),
-// ErrClosed, an encoding error, or ctx's error. Otherwise it returns nil and
-// the record's outcome comes later: acknowledged, or passed to OnFailure,
-// counted in mdtap_publish_errors_total and logged.
+// ErrSpoolFull (see below), ErrClosed, an encoding error, or ctx's error.
+// Otherwise it returns nil and the record's outcome comes later:
+// acknowledged, or passed to OnFailure, counted in
+// mdtap_publish_errors_total and logged.
+//
+// With a spool, a record that is not acknowledged goes to the spool
+// instead of OnFailure (one that can never be published, to its
+// dead-letter directory). While NATS is not connected, or while the drain
+// finds JetStream refusing records, Publish writes the record to the spool
+// without trying NATS; if the spool has no room it returns ErrSpoolFull:
+// degrade the record (mdtap.DegradeSpoolFull) and publish that, since
+// degraded records may use the spool's reserved part. Only when nothing can
+// take a degraded record is it dropped (mdtap_spool_dropped_total) and
+// ErrSpoolFull returned for it too.
 func (p *Publisher) Publish(ctx context.Context, rec *mdtap.Record) error {
 	// An id that is not a ULID is not quoted in errors and logs: it is not
 	// a trusted value.
@@ -203,26 +255,18 @@ func (p *Publisher) Publish(ctx context.Context, rec *mdtap.Record) error {
 	if err != nil {
 		return p.refuse(refusal(rec.ID, subject, ReasonEncode, errEncode, err))
 	}
-	return p.publish(ctx, Message{ID: rec.ID, Subject: subject, Data: data})
+	return p.publish(ctx, Message{ID: rec.ID, Subject: subject, Data: data}, rec.Degraded != "")
 }
 
-// publish publishes an encoded record: a new one from Publish, or one kept
-// by a spool.
-func (p *Publisher) publish(ctx context.Context, m Message) error {
+// publish publishes an encoded record.
+func (p *Publisher) publish(ctx context.Context, m Message, degraded bool) error {
 	// The server refuses a message over its max payload, headers included;
 	// nats.go reports 0 until the first connection.
 	if max := p.nc.MaxPayload(); max > 0 && int64(len(m.Data)) > max-int64(p.hdrLen) {
 		return p.refuse(refusal(m.ID, m.Subject, ReasonTooLarge, ErrTooLarge,
 			fmt.Errorf("%d bytes with headers, server max payload %d", len(m.Data)+p.hdrLen, max)))
 	}
-	msg := &nats.Msg{
-		Subject: m.Subject,
-		Data:    m.Data,
-		Header: nats.Header{
-			jetstream.MsgIDHeader:          []string{m.ID},
-			jetstream.ExpectedStreamHeader: p.expect,
-		},
-	}
+	msg := p.natsMsg(m)
 
 	// Take a slot.
 	select {
@@ -237,17 +281,40 @@ func (p *Publisher) publish(ctx context.Context, m Message) error {
 		}
 	}
 	start := time.Now()
+	spoolReason := ""
+	if p.spool != nil {
+		spoolReason = p.spoolReason()
+	}
+	f := inflight{id: m.ID, start: start, degraded: degraded}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		<-p.sem
 		return p.refuse(refusal(m.ID, m.Subject, ReasonClosed, ErrClosed, nil))
 	}
-	// Registered before publishing: the ack may come before
-	// PublishMsgAsync returns.
-	p.pending[msg] = inflight{id: m.ID, start: start}
 	p.outstanding++
+	if spoolReason == "" {
+		// Registered before publishing: the ack may come before
+		// PublishMsgAsync returns.
+		p.pending[msg] = f
+	}
 	p.mu.Unlock()
+
+	if spoolReason != "" {
+		err := p.spool.put(&job{kind: jobRecord, m: m, degraded: degraded, reason: spoolReason, reserve: true, done: p.spooled})
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ErrSpoolFull) || !degraded || !p.nc.IsConnected() {
+			p.release()
+			return p.spoolRefusal(m, degraded, err)
+		}
+		// A degraded record the spool has no room for, while NATS is
+		// connected and only the stream refused lately: try NATS.
+		p.mu.Lock()
+		p.pending[msg] = f
+		p.mu.Unlock()
+	}
 
 	if !p.nc.IsConnected() {
 		// Fail now rather than queue in nats.go's reconnect buffer and hold
@@ -275,6 +342,60 @@ func (p *Publisher) publish(ctx context.Context, m Message) error {
 	}
 }
 
+// natsMsg is the message that carries m.
+func (p *Publisher) natsMsg(m Message) *nats.Msg {
+	return &nats.Msg{
+		Subject: m.Subject,
+		Data:    m.Data,
+		Header: nats.Header{
+			jetstream.MsgIDHeader:          []string{m.ID},
+			jetstream.ExpectedStreamHeader: p.expect,
+		},
+	}
+}
+
+// spoolReason says why a new record should go straight to the spool, or ""
+// to publish it.
+func (p *Publisher) spoolReason() string {
+	if !p.nc.IsConnected() {
+		return ReasonDisconnected
+	}
+	if r := p.spoolFirst.Load(); r != nil {
+		return *r
+	}
+	return ""
+}
+
+// spoolRefusal counts and reports a record neither NATS nor the spool took
+// at Publish. A full record is refused with ErrSpoolFull for the caller to
+// degrade; a degraded one is dropped.
+func (p *Publisher) spoolRefusal(m Message, degraded bool, err error) error {
+	switch {
+	case errors.Is(err, ErrSpoolFull) && degraded:
+		p.spool.m.drop(dropSpoolFull)
+		p.log.Error().Str("id", m.ID).Str("subject", m.Subject).
+			Msg("record dropped: neither NATS nor the spool can take even its metadata")
+	case errors.Is(err, ErrSpoolClosed):
+		p.spool.m.drop(dropClosed)
+		return p.refuse(refusal(m.ID, m.Subject, ReasonClosed, ErrClosed, err))
+	case !errors.Is(err, ErrSpoolFull):
+		return p.refuse(refusal(m.ID, m.Subject, ReasonError, errUnclassified, err))
+	}
+	return p.refuse(refusal(m.ID, m.Subject, ReasonSpoolFull, ErrSpoolFull, nil))
+}
+
+// spooled completes a record the spool took (or failed to: it counted
+// that), freeing its slot.
+func (p *Publisher) spooled(error) { p.release() }
+
+// release frees the slot of an accepted record and settles it.
+func (p *Publisher) release() {
+	<-p.sem
+	p.mu.Lock()
+	p.settleLocked()
+	p.mu.Unlock()
+}
+
 // refuse counts and logs a record Publish does not take, and returns err.
 func (p *Publisher) refuse(err *PublishError) error {
 	p.m.fail(err.Reason)
@@ -297,10 +418,16 @@ func (p *Publisher) resolve(msg *nats.Msg, err error) {
 		return
 	}
 	delete(p.pending, msg)
-	// Free the slot before settling, so that InFlight is 0 when Flush
-	// returns. We hold a token: the receive never blocks.
-	<-p.sem
+	if f.drain != nil {
+		p.mu.Unlock()
+		<-p.sem
+		p.drain.resolved(f, msg, err)
+		return
+	}
 	if err == nil {
+		// Free the slot before settling, so that InFlight is 0 when Flush
+		// returns. We hold a token: the receive never blocks.
+		<-p.sem
 		p.m.acked(time.Since(f.start))
 		p.settleLocked()
 		p.mu.Unlock()
@@ -311,6 +438,12 @@ func (p *Publisher) resolve(msg *nats.Msg, err error) {
 	pe := newPublishError(f.id, msg.Subject, err)
 	p.m.fail(pe.Reason)
 	p.log.Warn().Str("id", f.id).Str("subject", msg.Subject).Str("reason", pe.Reason).Err(err).Msg("publish failed")
+	if p.spool != nil {
+		// The record keeps its slot until the spool has it.
+		p.keep(Message{ID: f.id, Subject: msg.Subject, Data: msg.Data}, f.degraded, pe.Reason, permanent(pe), p.spooled)
+		return
+	}
+	<-p.sem
 	if p.onFailure != nil {
 		p.onFailure(Message{ID: f.id, Subject: msg.Subject, Data: msg.Data}, pe)
 	}
@@ -346,7 +479,42 @@ func (p *Publisher) InFlight() int { return len(p.sem) }
 // and returned from OnFailure. With Publish still being called it returns
 // at the first moment nothing is in flight; stop publishing first to drain.
 // It returns ctx's error if ctx ends first.
+//
+// With a spool, Flush ends with every accepted record acknowledged or in the
+// spool, fsynced whatever the policy: records whose ack has not come when
+// ctx ends are written to the spool then (mdtap_spool_appends_total
+// {reason="flush"}; they may also have been stored, and replay as
+// duplicates that Nats-Msg-Id and the audit remove). It returns an error
+// only when the spool could not take them all. Spooled records drain on
+// their own; Flush does not wait for that.
 func (p *Publisher) Flush(ctx context.Context) error {
+	err := p.waitIdle(ctx)
+	if p.spool == nil {
+		return err
+	}
+	if err != nil {
+		n := p.spoolPending(reasonFlush)
+		// The spool's disk, not NATS, bounds this wait.
+		sctx, cancel := context.WithTimeout(context.Background(), spoolFlushTimeout)
+		defer cancel()
+		if err := p.waitIdle(sctx); err != nil {
+			return fmt.Errorf("flush: records neither acknowledged nor spooled: %w", err)
+		}
+		if n > 0 {
+			p.log.Info().Int("records", n).Msg("flush: records still waiting for their ack were spooled")
+		}
+	}
+	if err := p.spool.Sync(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	return nil
+}
+
+// spoolFlushTimeout bounds Flush's wait for the spool once ctx has ended.
+const spoolFlushTimeout = 10 * time.Second
+
+// waitIdle waits until no accepted record is outstanding, or ctx ends.
+func (p *Publisher) waitIdle(ctx context.Context) error {
 	p.mu.Lock()
 	if p.outstanding == 0 {
 		p.mu.Unlock()
@@ -366,9 +534,11 @@ func (p *Publisher) Flush(ctx context.Context) error {
 }
 
 // Close stops the publisher: Publish returns ErrClosed from now on, and
-// records still in flight fail with ErrClosed (to OnFailure). Flush first to
-// wait for their acks. Close returns once every accepted record is resolved;
-// it does not close the connection.
+// records still in flight fail with ErrClosed (to OnFailure, or to the
+// spool). Flush first to wait for their acks. Close returns once every
+// accepted record is resolved; with a spool, once it is acknowledged or in
+// the spool, fsynced. It stops the drain (spooled records stay in the spool
+// for the next run) and closes neither the connection nor the spool.
 func (p *Publisher) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -379,11 +549,20 @@ func (p *Publisher) Close() error {
 	close(p.done)
 	p.mu.Unlock()
 
+	if p.drain != nil {
+		p.drain.stopAndWait()
+		defer p.spool.detach()
+	}
+
 	// Fails what nats.go holds, through our error handler.
 	p.js.CleanupPublisher()
 	// A Publish that registered just before Close may still be sending;
 	// its ack or its ack timeout resolves it.
-	ctx, cancel := context.WithTimeout(context.Background(), p.ackTime+time.Second)
+	wait := p.ackTime + time.Second
+	if p.spool != nil {
+		wait = time.Second // then into the spool: no need to wait for the ack
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	err := p.Flush(ctx)
 	p.js.CleanupPublisher() // drop the reply subscription such a Publish re-created

@@ -163,15 +163,29 @@ func runDemo(ctx context.Context, a *app, dataDir string, requests int64, policy
 		streamName: stream.DefaultStreamName, createStream: true, allow: []string{strings.TrimPrefix(simSrv.URL(), "https://")},
 		upstreamCA: dir("sim-ca.pem"), upstreamMinTLS: "1.3", maxCapture: proxy.DefaultMaxCaptureBytes,
 		queueSize: 10000, shutdownGrace: 20 * time.Second,
+		spoolDir: dir("spool"), spoolMaxBytes: byteSize(stream.DefaultSpoolMaxBytes), spoolFsync: string(stream.FsyncBatch), onFull: "fail-open",
 	}
 	pc.nats.url = ns.URL()
 	ac := archiveConfig{streamName: stream.DefaultStreamName, consumer: stream.DefaultConsumerName,
 		storeURL: "file://" + dir("archive"), createBucket: true, createStream: true, chain: "demo", headsBucket: stream.DefaultHeadsBucket,
 		adminListen: ports[2], batchBytes: archive.DefaultBatchMaxBytes, batchRecords: archive.DefaultBatchMaxRecords, batchAge: 500 * time.Millisecond}
 	ac.nats.url = ns.URL()
-	wg.Add(2)
-	go func() { defer wg.Done(); errs <- runProxy(runCtx, &quiet, pc, nil) }()
-	go func() { defer wg.Done(); errs <- runArchive(runCtx, &quiet, ac) }()
+	// A part that stops early (a bad setting) ends the demo at once.
+	died := make(chan struct{})
+	var dieOnce sync.Once
+	start2 := func(fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := fn()
+			errs <- err
+			if runCtx.Err() == nil {
+				dieOnce.Do(func() { close(died) })
+			}
+		}()
+	}
+	start2(func() error { return runProxy(runCtx, &quiet, pc, nil) })
+	start2(func() error { return runArchive(runCtx, &quiet, ac) })
 	shutdown := func() error {
 		stop()
 		wg.Wait()
@@ -186,7 +200,7 @@ func runDemo(ctx context.Context, a *app, dataDir string, requests int64, policy
 		return nil, errors.Join(err, shutdown())
 	}
 	for _, addr := range []string{ports[1], ports[2]} {
-		if err := waitReady(ctx, "http://"+addr+"/readyz", 30*time.Second); err != nil {
+		if err := waitReady(ctx, died, "http://"+addr+"/readyz", 30*time.Second); err != nil {
 			return fail(err)
 		}
 	}
@@ -349,7 +363,7 @@ func freeAddrs(n int) ([]string, error) {
 	return out, nil
 }
 
-func waitReady(ctx context.Context, u string, timeout time.Duration) error {
+func waitReady(ctx context.Context, died <-chan struct{}, u string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		resp, err := http.Get(u)
@@ -365,6 +379,8 @@ func waitReady(ctx context.Context, u string, timeout time.Duration) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-died:
+			return errors.New("a part of the demo stopped")
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,10 +36,12 @@ type proxyConfig struct {
 	queueSize                                           int
 	shutdownGrace                                       time.Duration
 	keysWatch                                           time.Duration
+	spoolDir, spoolFsync, onFull                        string
+	spoolMaxBytes                                       byteSize
 }
 
 func newProxyCmd(a *app) *cobra.Command {
-	c := proxyConfig{maxCapture: proxy.DefaultMaxCaptureBytes}
+	c := proxyConfig{maxCapture: proxy.DefaultMaxCaptureBytes, spoolMaxBytes: byteSize(stream.DefaultSpoolMaxBytes)}
 	cmd := &cobra.Command{
 		Use:   "proxy",
 		Short: "Run the capture sidecar: forward MyData calls, record them protected to JetStream",
@@ -92,6 +95,10 @@ Per-host settings go in the configuration file, under proxy.hosts:
 	f.IntVar(&c.queueSize, "queue-size", capture.DefaultSize, "records waiting to be protected and published (the loss window at a hard kill)")
 	f.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM: time to finish exchanges under way and flush records")
 	f.DurationVar(&c.keysWatch, "keys-watch", keys.DefaultWatchInterval, "how often to look for rotated keysets (0: never)")
+	f.StringVar(&c.spoolDir, "spool", "", "local spool `dir` for records NATS cannot take now (without one they are counted and lost)")
+	f.Var(&c.spoolMaxBytes, "spool-max-bytes", "spool size cap; its last 5% holds only metadata-only records")
+	f.StringVar(&c.spoolFsync, "spool-fsync", string(stream.FsyncBatch), "spool fsync `policy`: batch (group commit every 50ms), always, none (see docs/stream.md)")
+	f.StringVar(&c.onFull, "on-full", "fail-open", "when the spool is full: fail-open (keep metadata only) or fail-closed (503 new exchanges before forwarding)")
 	return cmd
 }
 
@@ -134,6 +141,16 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 	default:
 		return usagef("--upstream-min-tls %q: want 1.3 or 1.2", c.upstreamMinTLS)
 	}
+	fsync, err := stream.ParseFsyncPolicy(c.spoolFsync)
+	if err != nil {
+		return usagef("--spool-fsync: %w", err)
+	}
+	switch {
+	case c.onFull != "fail-open" && c.onFull != "fail-closed":
+		return usagef("--on-full %q: want fail-open or fail-closed", c.onFull)
+	case c.onFull == "fail-closed" && c.spoolDir == "":
+		return usagef("--on-full fail-closed needs --spool")
+	}
 	policy, err := redact.Load(c.policy)
 	if err != nil {
 		return usagef("%w", err)
@@ -155,14 +172,29 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 		return err
 	}
 	defer nc.Close()
-	if c.createStream {
-		if err := ensureStreamWhenUp(ctx, a, nc, c.streamName); err != nil {
+	var spool *stream.Spool
+	if c.spoolDir != "" {
+		spool, err = stream.OpenSpool(stream.SpoolOptions{Dir: c.spoolDir, MaxBytes: int64(c.spoolMaxBytes),
+			Fsync: fsync, Logger: a.log, Registerer: reg})
+		if err != nil {
 			return err
 		}
+		defer spool.Close() // idempotent; after the publisher, before the connection
+	} else {
+		a.log.Warn().Msg("no --spool: records NATS cannot take while it is down are counted and lost")
 	}
-	pub, err := stream.NewPublisher(nc, stream.PublisherOptions{Stream: c.streamName, Logger: a.log, Registerer: reg})
+	pub, err := stream.NewPublisher(nc, stream.PublisherOptions{Stream: c.streamName, Logger: a.log, Registerer: reg, Spool: spool})
 	if err != nil {
 		return err
+	}
+	var admit func() error
+	if c.onFull == "fail-closed" {
+		admit = func() error {
+			if !spool.Accepting() {
+				return errors.New("records cannot be made durable now (NATS unavailable and the spool is full)")
+			}
+			return nil
+		}
 	}
 	// The proxy's completer runs on the queue; the queue is built before the
 	// proxy, so hand it over through a small indirection.
@@ -178,7 +210,7 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 		Allow: c.allow, CA: ca, Reverse: reverse, Service: c.service, MaxCaptureBytes: int(c.maxCapture),
 		Upstream: proxy.UpstreamOptions{RootCAFile: c.upstreamCA, MinTLS: minTLS,
 			ClientCert: proxy.ClientCert{CertFile: c.clientCert, KeyFile: c.clientKey}, Hosts: hosts},
-		Logger: a.log, Registerer: reg,
+		Admit: admit, Logger: a.log, Registerer: reg,
 	}, queue)
 	if err != nil {
 		return usagef("%w", err)
@@ -195,10 +227,18 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 		return fmt.Errorf("admin listen %s: %w", c.adminListen, err)
 	}
 	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second}
+	var provisioned atomic.Bool
+	provisioned.Store(!c.createStream)
 	adminSrv := &http.Server{Handler: admin.Handler(reg, map[string]admin.Check{
 		"nats": func(context.Context) error {
 			if !nc.IsConnected() {
 				return errors.New("not connected")
+			}
+			return nil
+		},
+		"stream": func(context.Context) error {
+			if !provisioned.Load() {
+				return errors.New("not provisioned yet")
 			}
 			return nil
 		},
@@ -217,8 +257,24 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 		}
 		return nil
 	}, func(error) {
-		shutdownProxy(a, c, srv, httpSrv, queue, pub)
+		shutdownProxy(a, c, srv, httpSrv, queue, pub, spool)
 	})
+	if c.createStream {
+		// A sidecar may start before NATS: provision in the background while
+		// records spool.
+		sctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			if err := ensureStreamWhenUp(sctx, a, nc, c.streamName); err != nil {
+				if sctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			provisioned.Store(true)
+			<-sctx.Done()
+			return nil
+		}, func(error) { cancel() })
+	}
 	g.Add(func() error {
 		if err := adminSrv.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("admin: %w", err)
@@ -238,7 +294,7 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 // shutdownProxy stops in order, within the grace period: refuse new
 // exchanges, close the listener, let exchanges under way finish, drain the
 // capture queue into the stream, wait for the stream's acks.
-func shutdownProxy(a *app, c proxyConfig, srv *proxy.Server, httpSrv *http.Server, queue *capture.Queue, pub *stream.Publisher) {
+func shutdownProxy(a *app, c proxyConfig, srv *proxy.Server, httpSrv *http.Server, queue *capture.Queue, pub *stream.Publisher, spool *stream.Spool) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), c.shutdownGrace)
 	defer cancel()
@@ -250,8 +306,18 @@ func shutdownProxy(a *app, c proxyConfig, srv *proxy.Server, httpSrv *http.Serve
 	if err := queue.Close(ctx); err != nil {
 		a.log.Error().Str("cause", err.Error()).Int("left", queue.Len()).Msg("shutdown: capture queue not drained")
 	}
+	// Flush before Close: Close fails what is still in flight (into the
+	// spool), so acks about to arrive would be replayed as duplicates.
 	if err := pub.Flush(ctx); err != nil {
 		a.log.Error().Str("cause", err.Error()).Msg("shutdown: stream acks still pending")
+	}
+	if err := pub.Close(); err != nil {
+		a.log.Error().Str("cause", err.Error()).Msg("shutdown: publisher")
+	}
+	if spool != nil {
+		if err := spool.Close(); err != nil {
+			a.log.Error().Str("cause", err.Error()).Msg("shutdown: spool")
+		}
 	}
 	srv.CloseIdleConnections()
 	a.log.Info().Dur("took", time.Since(start)).Msg("proxy stopped")
