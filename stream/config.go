@@ -226,13 +226,16 @@ const (
 )
 
 // consumerConfig is the archivers' durable pull consumer.
-func consumerConfig(name string) jetstream.ConsumerConfig {
+func consumerConfig(name string, ackWait time.Duration) jetstream.ConsumerConfig {
+	if ackWait <= 0 {
+		ackWait = DefaultAckWait
+	}
 	return jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   "mdtap archivers (mdtap stream init)",
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       DefaultAckWait,
+		AckWait:       ackWait,
 		MaxDeliver:    -1, // never give up on a record: it stays until archived
 		MaxAckPending: DefaultMaxAckPending,
 		FilterSubject: mdtap.StreamSubjects,
@@ -250,6 +253,14 @@ func consumerConfig(name string) jetstream.ConsumerConfig {
 // must use the same consumer; EnsureConsumer fails, naming the other
 // consumers, when one with another name already takes the record subjects.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, streamName, consumerName string) (jetstream.Consumer, error) {
+	return EnsureConsumerAckWait(ctx, js, streamName, consumerName, 0)
+}
+
+// EnsureConsumerAckWait is EnsureConsumer with the consumer's ack wait: how
+// long a delivered record may stay unacknowledged before JetStream delivers
+// it again (0: DefaultAckWait). It also bounds how long records stay stuck
+// when a delivery is lost (a fetch in flight while NATS restarts).
+func EnsureConsumerAckWait(ctx context.Context, js jetstream.JetStream, streamName, consumerName string, ackWait time.Duration) (jetstream.Consumer, error) {
 	if streamName == "" {
 		streamName = DefaultStreamName
 	}
@@ -259,7 +270,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, streamName, con
 	if err := validName(consumerName); err != nil {
 		return nil, fmt.Errorf("ensure consumer: name: %w", err)
 	}
-	c, err := js.CreateOrUpdateConsumer(ctx, streamName, consumerConfig(consumerName))
+	c, err := js.CreateOrUpdateConsumer(ctx, streamName, consumerConfig(consumerName, ackWait))
 	if err == nil {
 		return c, nil
 	}

@@ -31,9 +31,9 @@ type Consumer struct {
 	cons jetstream.Consumer
 }
 
-// OpenConsumer binds to (creating or updating it when create is set) the
-// archivers' durable consumer on the records stream.
-func OpenConsumer(ctx context.Context, nc *nats.Conn, streamName, consumerName string, create bool) (*Consumer, error) {
+// OpenConsumer binds to (creating or updating it when create is set, with
+// ackWait) the archivers' durable consumer on the records stream.
+func OpenConsumer(ctx context.Context, nc *nats.Conn, streamName, consumerName string, create bool, ackWait time.Duration) (*Consumer, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -46,7 +46,7 @@ func OpenConsumer(ctx context.Context, nc *nats.Conn, streamName, consumerName s
 	}
 	var cons jetstream.Consumer
 	if create {
-		cons, err = EnsureConsumer(ctx, js, streamName, consumerName)
+		cons, err = EnsureConsumerAckWait(ctx, js, streamName, consumerName, ackWait)
 	} else {
 		cons, err = js.Consumer(ctx, streamName, consumerName)
 	}

@@ -23,7 +23,7 @@ func TestConsumerFetchAckLag(t *testing.T) {
 		}
 	}
 	nc.Flush()
-	c, err := stream.OpenConsumer(ctx, nc, "", "", true)
+	c, err := stream.OpenConsumer(ctx, nc, "", "", true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

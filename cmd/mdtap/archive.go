@@ -33,6 +33,7 @@ type archiveConfig struct {
 	batchBytes               byteSize
 	batchRecords             int
 	batchAge                 time.Duration
+	ackWait                  time.Duration
 }
 
 func newArchiveCmd(a *app) *cobra.Command {
@@ -73,6 +74,7 @@ Store URLs: s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&secure=false&region=R
 	f.IntVar(&c.batchRecords, "batch-max-records", archive.DefaultBatchMaxRecords, "write a batch at this many records")
 	f.DurationVar(&c.batchAge, "batch-max-age", archive.DefaultBatchMaxAge, "write a batch when its first record is this old")
 	f.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9091", "admin `address`: /healthz, /readyz, /metrics")
+	f.DurationVar(&c.ackWait, "ack-wait", stream.DefaultAckWait, "redeliver a record not acknowledged this long after delivery (with --create-stream; longer than a batch takes to store)")
 	return cmd
 }
 
@@ -92,7 +94,7 @@ func buildArchiver(ctx context.Context, a *app, c archiveConfig, nc *nats.Conn, 
 			return nil, err
 		}
 	}
-	cons, err := stream.OpenConsumer(ctx, nc, c.streamName, c.consumer, c.createStream)
+	cons, err := stream.OpenConsumer(ctx, nc, c.streamName, c.consumer, c.createStream, c.ackWait)
 	if err != nil {
 		return nil, err
 	}
