@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/rs/zerolog"
 )
 
 // Exit codes: 0 success, 1 the command failed (or found problems, for
@@ -20,6 +22,11 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 )
+
+func init() {
+	// A process-wide setting of zerolog: set once, before any command logs.
+	zerolog.TimeFieldFormat = zerolog.TimeFormatUnixMs
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mdtap/mdtap"
-	"github.com/mdtap/mdtap/archive"
 	"github.com/mdtap/mdtap/keys"
 	"github.com/mdtap/mdtap/redact"
 )
@@ -62,7 +61,7 @@ Raw records hold plaintext: keep them out of shared places.`,
 }
 
 func newRevealCmd(a *app) *cobra.Command {
-	var keyDir, actor, reason, logPath string
+	var keyDir, actor, reason, logPath, storeURL, storeCA string
 	cmd := &cobra.Command{
 		Use:   "reveal",
 		Short: "Reverse the encrypt and tokenize values of protected records from stdin",
@@ -73,7 +72,9 @@ irreversible.
 
 Every run appends to the access log, hash-chained: a start entry (actor,
 reason, time) before any output, and a completion entry (records, values
-revealed, key ids used) after.`,
+revealed, key ids used) after. With --store the log is the archive store's
+(access-log/…, the one mdtap audit writes and reviews), else the local
+--access-log file.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
 			case keyDir == "":
@@ -87,13 +88,16 @@ revealed, key ids used) after.`,
 			if err != nil {
 				return err
 			}
-			log := archive.FileAccessLog{Path: logPath}
+			appendLog, err := revealAccessLog(cmd, a, logPath, storeURL, storeCA)
+			if err != nil {
+				return err
+			}
 			entry := mdtap.AccessEntry{
 				ID: ulid.Make().String(), Time: mdtap.Timestamp{Time: time.Now()}, Event: mdtap.AccessStart,
 				Actor: actor, Reason: reason, Command: "reveal", Decrypt: true,
 				Filter: map[string]string{"input": "stdin"},
 			}
-			if err := log.Append(entry); err != nil {
+			if err := appendLog(entry); err != nil {
 				return fmt.Errorf("no access without a log entry: %w", err)
 			}
 			var total redact.RevealStats
@@ -129,7 +133,7 @@ revealed, key ids used) after.`,
 			if err != nil {
 				done.Event, done.Error = mdtap.AccessFail, err.Error()
 			}
-			if lerr := log.Append(done); lerr != nil && err == nil {
+			if lerr := appendLog(done); lerr != nil && err == nil {
 				err = fmt.Errorf("write access log completion: %w", lerr)
 			}
 			if err == nil && total.Shredded > 0 {
@@ -142,6 +146,8 @@ revealed, key ids used) after.`,
 	cmd.Flags().StringVar(&actor, "actor", "", "who is reading (recorded in the access log)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the access log)")
 	cmd.Flags().StringVar(&logPath, "access-log", defaultAccessLog(), "access log `file` (JSON lines, hash-chained)")
+	cmd.Flags().StringVar(&storeURL, "store", "", "archive store `URL`: log to its access log (as mdtap audit does) instead of --access-log")
+	cmd.Flags().StringVar(&storeCA, "store-ca", "", "PEM `file` of CAs to trust for a private S3 endpoint")
 	return cmd
 }
 

@@ -61,6 +61,7 @@ the file. Sizes take units (256KiB, 64MiB); durations Go syntax (90s, 168h).`,
 		newDemoCmd(a),
 		newProxyCmd(a),
 		newArchiveCmd(a),
+		newAuditCmd(a),
 		newCACmd(a),
 		newStreamCmd(a),
 		newSimCmd(a),
@@ -114,7 +115,6 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	default:
 		return zerolog.Nop(), fmt.Errorf("--log-format %q: want json or console", format)
 	}
-	zerolog.TimeFieldFormat = zerolog.TimeFormatUnixMs
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }
 
