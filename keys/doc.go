@@ -28,5 +28,18 @@
 //
 // A Set is the runtime view: the keysets of some purposes, loaded once and
 // turned into Tink primitives, safe for concurrent use, swapped atomically by
-// Reload and Watch. See docs/keys.md for the operator's view.
+// Reload and Watch. Load reads a directory; LoadFrom reads any KeysetSource
+// (the copy Publish keeps in a NATS key-value bucket) through the same code,
+// and Watch follows either. Sources hold the keysets KEK-wrapped, as on disk.
+//
+// Per-subject keys (SubjectKeys) give each data subject its own small
+// keyset, wrapped by the main aead keyset and kept in a SubjectStore under
+// the subject's blind index, so that ForgetSubject crypto-shreds one
+// customer's values and nobody else's. Retire destroys the keys whose period
+// ended before a retention.
+//
+// The package declares the stores it needs (KeysetSource, KeysetStore,
+// SubjectStore, SubjectAdmin) and imports no NATS client: cmd/mdtap adapts
+// the stream package's buckets to them. See docs/keys.md for the operator's
+// view.
 package keys

@@ -68,3 +68,29 @@ func FuzzCheckKEKURI(f *testing.F) {
 		}
 	})
 }
+
+// A store key maps back to its blind index and holds only what NATS
+// key-value keys allow.
+func FuzzSubjectStoreKey(f *testing.F) {
+	f.Add("mdtap:hash:v1:3529799738:AAECAwQFBgcICQoLDA0ODw")
+	f.Add("mdtap:hash:v1:007:AAECAwQFBgcICQoLDA0ODw")
+	f.Add("mdtap:hash:v1:1:a.b")
+	f.Add("mdtap:enc:v1:AAAA")
+	f.Fuzz(func(t *testing.T, bi string) {
+		key, err := SubjectStoreKey(bi)
+		if err != nil {
+			return
+		}
+		if back, ok := blindIndexOf(key); !ok || back != bi {
+			t.Errorf("blindIndexOf(SubjectStoreKey(%q)) = %q, %v", bi, back, ok)
+		}
+		for _, c := range key {
+			if !strings.ContainsRune("-/_=.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", c) {
+				t.Errorf("SubjectStoreKey(%q) = %q: %q is not allowed in a NATS key", bi, key, c)
+			}
+		}
+		if strings.Contains(key, "..") || strings.HasSuffix(key, ".") {
+			t.Errorf("SubjectStoreKey(%q) = %q: an empty token", bi, key)
+		}
+	})
+}

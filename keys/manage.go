@@ -40,6 +40,9 @@ type KeyInfo struct {
 	Status string
 	// Created is when the key was made; zero if its metadata was lost.
 	Created time.Time
+	// Superseded is when the key stopped being primary, zero if it is
+	// primary, never was, or the metadata predates the field.
+	Superseded time.Time
 	// Disabled and Destroyed are when that happened, zero otherwise.
 	Disabled, Destroyed time.Time
 }
@@ -169,12 +172,12 @@ func addOrRotate(ctx context.Context, dir string, p Purpose, primary bool) (uint
 		if id, err = addKey(mgr, p, d.ids()); err != nil {
 			return err
 		}
+		r.m.key(id).Created = now()
 		if primary {
-			if err := mgr.SetPrimary(id); err != nil {
+			if err := r.promote(mgr, id); err != nil {
 				return err
 			}
 		}
-		r.m.key(id).Created = now()
 		return d.save(r, mgr, false)
 	})
 	if err != nil {
@@ -199,7 +202,7 @@ func Promote(ctx context.Context, dir string, keyID uint32) error {
 			return ErrKeyDestroyed
 		}
 		mgr := keyset.NewManagerFromHandle(r.h)
-		if err := mgr.SetPrimary(keyID); err != nil {
+		if err := r.promote(mgr, keyID); err != nil {
 			return err
 		}
 		return d.save(r, mgr, false)
@@ -279,16 +282,9 @@ func Destroy(ctx context.Context, dir string, keyID uint32) error {
 		if r.status(keyID) == StatusPrimary {
 			return fmt.Errorf("%w: promote another key first", ErrPrimaryKey)
 		}
-		km := r.m.key(keyID)
-		if km.Destroyed.IsZero() {
-			km.Destroyed = now()
-		}
-		var mgr *keyset.Manager
-		if r.inKeyset(keyID) {
-			mgr = keyset.NewManagerFromHandle(r.h)
-			if err := mgr.Delete(keyID); err != nil {
-				return err
-			}
+		mgr, err := r.destroy(nil, keyID)
+		if err != nil {
+			return err
 		}
 		// The tombstone is written before the keyset loses the key: in
 		// between, or after a crash there, readers already report the key
@@ -474,6 +470,45 @@ func (d *dirKeys) save(r *ring, mgr *keyset.Manager, metaFirst bool) error {
 	return writeFileAtomic(metaPath(d.dir, r.p), mb)
 }
 
+// promote makes id the primary of mgr and records the previous primary's
+// end of period.
+func (r *ring) promote(mgr *keyset.Manager, id uint32) error {
+	var old uint32
+	if e, err := r.h.Primary(); err == nil {
+		old = e.KeyID()
+	}
+	if err := mgr.SetPrimary(id); err != nil {
+		return err
+	}
+	if old != 0 && old != id {
+		r.m.key(old).Superseded = now()
+	}
+	if km := r.m.Keys[id]; km != nil {
+		km.Superseded = time.Time{}
+	}
+	return nil
+}
+
+// destroy tombstones keyID in the metadata and deletes it from mgr's keyset
+// (a new manager of r's keyset when mgr is nil). It returns the manager,
+// nil when the keyset did not hold the key any more.
+func (r *ring) destroy(mgr *keyset.Manager, keyID uint32) (*keyset.Manager, error) {
+	km := r.m.key(keyID)
+	if km.Destroyed.IsZero() {
+		km.Destroyed = now()
+	}
+	if !r.inKeyset(keyID) {
+		return mgr, nil
+	}
+	if mgr == nil {
+		mgr = keyset.NewManagerFromHandle(r.h)
+	}
+	if err := mgr.Delete(keyID); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
 func (r *ring) inKeyset(id uint32) bool {
 	for e := range entries(r.h) {
 		if e.KeyID() == id {
@@ -507,7 +542,7 @@ func (r *ring) status(id uint32) string {
 func (r *ring) info(id uint32) KeyInfo {
 	ki := KeyInfo{Purpose: r.p, KeyID: id, Status: r.status(id)}
 	if km := r.m.Keys[id]; km != nil {
-		ki.Created, ki.Disabled, ki.Destroyed = km.Created, km.Disabled, km.Destroyed
+		ki.Created, ki.Superseded, ki.Disabled, ki.Destroyed = km.Created, km.Superseded, km.Disabled, km.Destroyed
 	}
 	return ki
 }

@@ -29,7 +29,9 @@ import (
 // other error (wrong associated data, a damaged value) never contains the
 // plaintext.
 type Set struct {
-	dir      string
+	src      KeysetSource
+	dir      string // the key directory of Load; "" for LoadFrom
+	kekURI   string // LoadFrom's KEK URI; "" to use each metadata file's
 	purposes []Purpose
 
 	mu   sync.Mutex // serialises loads; guards keks
@@ -87,29 +89,18 @@ type keyedPRF struct {
 // Load reads the keysets of the given purposes from dir (all three when none
 // is given) and builds their primitives. Roles can be split: a reader that
 // only searches blind indexes loads PurposePRF alone and never holds the
-// keys that decrypt.
+// keys that decrypt. LoadFrom does the same from another KeysetSource.
 func Load(ctx context.Context, dir string, purposes ...Purpose) (*Set, error) {
-	if len(purposes) == 0 {
-		purposes = Purposes()
-	}
-	var ps []Purpose
-	for _, p := range purposes {
-		if !p.valid() {
-			return nil, fmt.Errorf("load keys: unknown purpose %q", p)
-		}
-		if !slices.Contains(ps, p) {
-			ps = append(ps, p)
-		}
-	}
-	s := &Set{dir: dir, purposes: ps, keks: map[string]tink.AEADWithContext{}}
-	if err := s.Reload(ctx); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return loadSet(ctx, dirSource(dir), dir, "", purposes)
 }
 
-// Dir returns the directory the set was loaded from.
+// Dir returns the directory the set was loaded from; "" for a set loaded
+// with LoadFrom.
 func (s *Set) Dir() string { return s.dir }
+
+// Source names where the set is loaded from: the directory, or the
+// KeysetSource of LoadFrom.
+func (s *Set) Source() string { return s.src.String() }
 
 // Purposes returns the purposes the set was loaded with.
 func (s *Set) Purposes() []Purpose { return slices.Clone(s.purposes) }
@@ -121,25 +112,25 @@ func (s *Set) Reload(ctx context.Context) error {
 	defer s.mu.Unlock()
 	st, err := s.load(ctx)
 	if err != nil {
-		return fmt.Errorf("load keys from %s: %w", s.dir, err)
+		return fmt.Errorf("load keys from %s: %w", s.src, err)
 	}
 	s.st.Store(st)
 	return nil
 }
 
 func (s *Set) load(ctx context.Context) (*state, error) {
-	fs, err := readAll(ctx, s.dir, s.purposes)
+	fs, err := readSource(ctx, s.src, s.purposes)
 	if err != nil {
 		return nil, err
 	}
 	st := &state{version: digest(s.purposes, fs)}
 	for i, p := range s.purposes {
 		f := fs[i]
-		kek, err := s.kek(ctx, f.meta.KEKURI)
+		kek, err := s.kek(ctx, s.kekFor(f.meta))
 		if err != nil {
 			return nil, err
 		}
-		h, err := decryptKeyset(ctx, s.dir, p, f.keyset, kek, f.meta.KEKURI)
+		h, err := openKeyset(ctx, location(s.src, p.keysetFile()), p, f.keyset, kek, s.kekFor(f.meta))
 		if err != nil {
 			return nil, err
 		}
@@ -171,23 +162,6 @@ func (s *Set) load(ctx context.Context) (*state, error) {
 	return st, nil
 }
 
-// readAll reads the files of the purposes under the shared lock, so that no
-// management command is half way through them.
-func readAll(ctx context.Context, dir string, purposes []Purpose) ([]*files, error) {
-	unlock, err := lockShared(ctx, dir)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	fs := make([]*files, len(purposes))
-	for i, p := range purposes {
-		if fs[i], err = readFiles(dir, p); err != nil {
-			return nil, err
-		}
-	}
-	return fs, nil
-}
-
 func digest(purposes []Purpose, fs []*files) [sha256.Size]byte {
 	h := sha256.New()
 	for i, p := range purposes {
@@ -198,6 +172,15 @@ func digest(purposes []Purpose, fs []*files) [sha256.Size]byte {
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
 	return sum
+}
+
+// kekFor is the KEK URI a purpose's keyset is unwrapped with: LoadFrom's,
+// else the one its metadata records.
+func (s *Set) kekFor(m *meta) string {
+	if s.kekURI != "" {
+		return s.kekURI
+	}
+	return m.KEKURI
 }
 
 func (s *Set) kek(ctx context.Context, uri string) (tink.AEADWithContext, error) {
@@ -332,6 +315,47 @@ func (s *Set) Detokenize(ciphertext, associatedData []byte) ([]byte, error) {
 		return nil, fmt.Errorf("detokenize: %w", err)
 	}
 	return pt, nil
+}
+
+// knows reports whether the set holds purpose p (loaded) and, if so,
+// whether it knows key id (in the keyset, or tombstoned in its metadata).
+func (s *Set) knows(p Purpose, id uint32) (loaded, known bool) {
+	st := s.st.Load()
+	var status map[uint32]keyState
+	switch p {
+	case PurposeAEAD:
+		if st.aead == nil {
+			return false, false
+		}
+		status = st.aead.status
+	case PurposeDAEAD:
+		if st.daead == nil {
+			return false, false
+		}
+		status = st.daead.status
+	default:
+		return false, false
+	}
+	return true, status[id] != keyUnknown
+}
+
+// knownIDs is every aead and daead key id the set knows, and 0.
+func (s *Set) knownIDs() map[uint32]bool {
+	ids := map[uint32]bool{0: true}
+	st := s.st.Load()
+	for _, c := range []map[uint32]keyState{statusMap(st.aead), statusMap(st.daead)} {
+		for id := range c {
+			ids[id] = true
+		}
+	}
+	return ids
+}
+
+func statusMap[P any](c *cipherState[P]) map[uint32]keyState {
+	if c == nil {
+		return nil
+	}
+	return c.status
 }
 
 // check classifies a ciphertext by the key id in its prefix before Tink

@@ -44,9 +44,14 @@ type meta struct {
 }
 
 type keyMeta struct {
-	Created   time.Time `json:"created"`
-	Disabled  time.Time `json:"disabled,omitzero"`
-	Destroyed time.Time `json:"destroyed,omitzero"`
+	Created time.Time `json:"created"`
+	// Superseded is when the key stopped being primary (another key was
+	// promoted): the end of the period whose values it protects. Zero while
+	// it is primary, if it never was, or in metadata written before mdtap
+	// recorded it (Retire then estimates it).
+	Superseded time.Time `json:"superseded,omitzero"`
+	Disabled   time.Time `json:"disabled,omitzero"`
+	Destroyed  time.Time `json:"destroyed,omitzero"`
 }
 
 func newMeta(p Purpose, kekURI string) *meta {
@@ -102,21 +107,9 @@ type files struct {
 	metaB  []byte
 }
 
-// readFiles reads a purpose's keyset and metadata files.
+// readFiles reads a purpose's keyset and metadata files from dir.
 func readFiles(dir string, p Purpose) (*files, error) {
-	ks, err := os.ReadFile(keysetPath(dir, p))
-	if err != nil {
-		return nil, notInitialised(dir, err)
-	}
-	mb, err := os.ReadFile(metaPath(dir, p))
-	if err != nil {
-		return nil, notInitialised(dir, err)
-	}
-	m, err := decodeMeta(p, metaPath(dir, p), mb)
-	if err != nil {
-		return nil, err
-	}
-	return &files{keyset: ks, meta: m, metaB: mb}, nil
+	return readFrom(context.Background(), dirSource(dir), p)
 }
 
 func notInitialised(dir string, err error) error {
@@ -129,6 +122,12 @@ func notInitialised(dir string, err error) error {
 // decryptKeyset opens an encrypted keyset under the KEK. The error names the
 // likely causes, never the content.
 func decryptKeyset(ctx context.Context, dir string, p Purpose, b []byte, kek tink.AEADWithContext, kekURI string) (*keyset.Handle, error) {
+	return openKeyset(ctx, keysetPath(dir, p), p, b, kek, kekURI)
+}
+
+// openKeyset is decryptKeyset for a keyset read from where (a path, or a
+// file of another KeysetSource).
+func openKeyset(ctx context.Context, where string, p Purpose, b []byte, kek tink.AEADWithContext, kekURI string) (*keyset.Handle, error) {
 	h, err := keyset.ReadWithContext(ctx, keyset.NewJSONReader(bytes.NewReader(b)), kek, p.associatedData())
 	if err != nil {
 		// Tink flattens the KMS client's error into text: a failed KMS call
@@ -138,12 +137,12 @@ func decryptKeyset(ctx context.Context, dir string, p Purpose, b []byte, kek tin
 			hint = ""
 		}
 		if ctx.Err() != nil { // Tink's text holds the cause, but not the chain
-			return nil, fmt.Errorf("decrypt %s under KEK %s: %w: %v", keysetPath(dir, p), kekURI, ctx.Err(), err)
+			return nil, fmt.Errorf("decrypt %s under KEK %s: %w: %v", where, kekURI, ctx.Err(), err)
 		}
-		return nil, fmt.Errorf("decrypt %s under KEK %s%s: %w", keysetPath(dir, p), kekURI, hint, err)
+		return nil, fmt.Errorf("decrypt %s under KEK %s%s: %w", where, kekURI, hint, err)
 	}
 	if h.Len() == 0 {
-		return nil, fmt.Errorf("decrypt %s: empty keyset", keysetPath(dir, p))
+		return nil, fmt.Errorf("decrypt %s: empty keyset", where)
 	}
 	return h, nil
 }

@@ -37,7 +37,7 @@ func (r *Redactor) Degrade(raw, prot *mdtap.Record, reason string) (*mdtap.Recor
 			out.Response = &mdtap.Response{Status: raw.Response.Status, Payload: raw.Response.Payload}
 		}
 		if raw.Subject != "" {
-			s := &session{r: r, rec: &out}
+			s := &session{r: r, rec: &out, seal: r.keys}
 			if h, err := s.hashValue([]byte(raw.Subject), DomainSubject); err == nil {
 				out.Subject = h
 			}
@@ -63,7 +63,7 @@ func (r *Redactor) Degrade(raw, prot *mdtap.Record, reason string) (*mdtap.Recor
 			s := sha256.Sum256(src.Body)
 			sum = s[:]
 		}
-		s := &session{r: r, rec: &out}
+		s := &session{r: r, rec: &out, seal: r.keys}
 		d, err := s.hashValue(sum, DomainBody)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("digest %s body: %w", part, err))

@@ -12,6 +12,7 @@
 package redact
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/mdtap/mdtap"
+	"github.com/mdtap/mdtap/keys"
 )
 
 // Sealer is the subset of the keys package the redactor uses. Implementations
@@ -34,6 +36,19 @@ type Sealer interface {
 	Primary() mdtap.KeyIDs
 }
 
+// SubjectSealers gives the sealers of data subjects' own keys (per-subject
+// keys, for consent withdrawal: see docs/keys.md). keys.SubjectKeys behind a
+// small adapter implements it.
+type SubjectSealers interface {
+	// ForSubject returns the sealer of the subject with this blind index
+	// (the protected record's subject value), creating the subject's keys on
+	// first use. Its Encrypt and Tokenize use the subject's keys, its Hash
+	// the main PRF keyset, and its Primary names those keys. An error means
+	// the subject's keys could not be had; the record is then not protected
+	// (never under the main keys instead, which could not be forgotten).
+	ForSubject(ctx context.Context, blindIndex string) (Sealer, error)
+}
+
 // MaxDepth is how deeply a JSON body may nest before it is carried opaque.
 // MyData bodies nest four or five levels; the limit bounds the walker's stack.
 const MaxDepth = 64
@@ -44,10 +59,43 @@ const (
 	DomainBody    = "body_digest" // body_digest
 )
 
+// SubjectHasher computes a value's PRF under every enabled PRF key, as
+// keys.Set does.
+type SubjectHasher interface {
+	HashAll(input []byte) ([]keys.KeyedHash, error)
+}
+
+// SubjectIndexes returns the blind indexes a protected record's subject can
+// hold for subject: its hash value under every enabled PRF key, primary
+// first. A search by subject looks for each, and forgetting a subject
+// destroys the keys stored under each, since records tagged before a prf
+// rotation carry the old index.
+func SubjectIndexes(h SubjectHasher, subject string) ([]string, error) {
+	if subject == "" {
+		return nil, errors.New("subject indexes: empty subject")
+	}
+	hs, err := h.HashAll(hashInput([]byte(subject), DomainSubject))
+	if err != nil {
+		return nil, fmt.Errorf("subject indexes: %w", err)
+	}
+	out := make([]string, len(hs))
+	for i, kh := range hs {
+		out[i] = mdtap.HashValue(kh.KeyID, kh.Sum)
+	}
+	return out, nil
+}
+
 // Redactor applies one policy with one set of keys.
 type Redactor struct {
 	policy *Policy
 	keys   Sealer
+	// Subjects, when set, gives each record that carries a subject its
+	// subject's own keys: every encrypt and tokenize value of the record is
+	// protected under them, and the record's keys field names them (aead,
+	// daead) beside the main prf key. Hash values and the subject's blind
+	// index stay under the main keys. Records without a subject, and every
+	// record when Subjects is nil, use the main keys.
+	Subjects SubjectSealers
 	// OnUnclassified, when set, is called with the field name of every value
 	// that only the default rule caught (for the unclassified-fields metric).
 	OnUnclassified func(field string)
@@ -72,7 +120,16 @@ func (e *errOpaque) Error() string { return "body is opaque: " + e.reason }
 // proxy's in-memory form: the kind follows from the Content-Type header), or
 // in the documented raw record form with BodyKind set (json value, form
 // object, base64 opaque string), as `mdtap redact` reads it.
+//
+// Protect is ProtectContext without a deadline of its own (per-subject keys
+// bound their store round trips themselves).
 func (r *Redactor) Protect(raw *mdtap.Record) (*mdtap.Record, error) {
+	return r.ProtectContext(context.Background(), raw)
+}
+
+// ProtectContext is Protect; ctx bounds the lookup of the record's
+// subject's keys when the redactor has Subjects.
+func (r *Redactor) ProtectContext(ctx context.Context, raw *mdtap.Record) (*mdtap.Record, error) {
 	if raw.Policy != "" {
 		return nil, errors.New("protect: record is already protected")
 	}
@@ -81,9 +138,9 @@ func (r *Redactor) Protect(raw *mdtap.Record) (*mdtap.Record, error) {
 	}
 	out := *raw
 	out.Policy = r.policy.ID
-	keys := r.keys.Primary()
-	out.Keys = &keys
-	s := &session{r: r, rec: &out, scope: r.policy.scope(raw.API)}
+	ids := r.keys.Primary()
+	out.Keys = &ids
+	s := &session{r: r, rec: &out, scope: r.policy.scope(raw.API), seal: r.keys}
 
 	if raw.Subject != "" {
 		v, err := s.hashValue([]byte(raw.Subject), DomainSubject)
@@ -91,6 +148,15 @@ func (r *Redactor) Protect(raw *mdtap.Record) (*mdtap.Record, error) {
 			return nil, fmt.Errorf("protect subject: %w", err)
 		}
 		out.Subject = v
+		if r.Subjects != nil {
+			seal, err := r.Subjects.ForSubject(ctx, v)
+			if err != nil {
+				return nil, fmt.Errorf("protect: the subject's keys: %w", err)
+			}
+			s.seal = seal
+			sk := seal.Primary()
+			ids.AEAD, ids.DAEAD = sk.AEAD, sk.DAEAD
+		}
 	}
 	req, err := s.request(&raw.Request)
 	if err != nil {
@@ -111,6 +177,7 @@ func (r *Redactor) Protect(raw *mdtap.Record) (*mdtap.Record, error) {
 // session is the state of protecting one record.
 type session struct {
 	r            *Redactor
+	seal         Sealer // encrypts and tokenizes: the subject's keys, or the main ones
 	rec          *mdtap.Record
 	scope        scope
 	unclassified map[string]struct{}
@@ -382,7 +449,7 @@ func (s *session) classify(in *mdtap.Payload, headers map[string][]string) (mdta
 
 // opaque protects a body as one value.
 func (s *session) opaque(out mdtap.Payload, path string, body []byte, reason string) (mdtap.Payload, error) {
-	ct, err := s.r.keys.Encrypt(body, mdtap.AssociatedData(s.rec.ID, path))
+	ct, err := s.seal.Encrypt(body, mdtap.AssociatedData(s.rec.ID, path))
 	if err != nil {
 		return out, fmt.Errorf("encrypt %s: %w", path, err)
 	}

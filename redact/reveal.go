@@ -2,6 +2,7 @@ package redact
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,27 @@ import (
 type Opener interface {
 	Decrypt(ciphertext, associatedData []byte) ([]byte, error)
 	Detokenize(ciphertext, associatedData []byte) ([]byte, error)
+}
+
+// SubjectOpeners gives the openers of data subjects' own keys (per-subject
+// keys; see SubjectSealers). keys.SubjectKeys behind a small adapter
+// implements it.
+type SubjectOpeners interface {
+	// ForSubject returns the opener of the subject with this blind index
+	// (the record's subject value). It never creates keys. For a subject
+	// whose keys were destroyed (forgotten) it returns an opener under which
+	// the subject's values fail with mdtap.ErrShredded while values under
+	// the main keys still open. An error means the subject's keys could not
+	// be looked up at all (the store is unreachable): Reveal then fails
+	// rather than report values as shredded that may not be.
+	ForSubject(ctx context.Context, blindIndex string) (Opener, error)
+}
+
+// Revealer reverses protected records: with Keys, and for a record that
+// carries a subject, with the subject's opener from Subjects when set.
+type Revealer struct {
+	Keys     Opener
+	Subjects SubjectOpeners
 }
 
 // RevealStats counts what Reveal did, for the access log.
@@ -42,8 +64,24 @@ func (s *RevealStats) use(id uint32) {
 // Opaque bodies come back in the raw record form (base64 of their bytes).
 // drop, mask and hash values are irreversible and stay.
 func Reveal(rec *mdtap.Record, keys Opener) (*mdtap.Record, RevealStats, error) {
+	return (&Revealer{Keys: keys}).Reveal(context.Background(), rec)
+}
+
+// Reveal is the package's Reveal, with the subject's keys for a record that
+// carries a subject: its values under them are restored, or read as
+// shredded once the subject was forgotten; its values under main keys (a
+// record protected before per-subject keys were in use) open with Keys.
+func (r *Revealer) Reveal(ctx context.Context, rec *mdtap.Record) (*mdtap.Record, RevealStats, error) {
 	if rec.Policy == "" {
 		return nil, RevealStats{}, errors.New("reveal: record is not protected")
+	}
+	keys := r.Keys
+	if rec.Subject != "" && r.Subjects != nil {
+		o, err := r.Subjects.ForSubject(ctx, rec.Subject)
+		if err != nil {
+			return nil, RevealStats{}, fmt.Errorf("reveal: the subject's keys: %w", err)
+		}
+		keys = o
 	}
 	out := *rec
 	rv := &revealer{keys: keys, id: rec.ID}

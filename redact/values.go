@@ -31,7 +31,7 @@ func (s *session) stringValue(c *compiled, path string, field []byte, v string) 
 		case ActionDrop, ActionHash, ActionMask:
 		default:
 			s.ad = appendAssociatedData(s.ad[:0], s.rec.ID, []byte(path))
-			ct, err := s.r.keys.Encrypt([]byte(v), s.ad)
+			ct, err := s.seal.Encrypt([]byte(v), s.ad)
 			if err != nil {
 				return "", fmt.Errorf("encrypt %s: %w", path, err)
 			}
@@ -97,7 +97,7 @@ func (s *session) apply(c *compiled, dst []byte, path []byte, field []byte, text
 		}
 		return strconv.AppendQuote(dst, h), nil
 	case ActionTokenize:
-		ct, err := s.r.keys.Tokenize(text, field)
+		ct, err := s.seal.Tokenize(text, field)
 		if err != nil {
 			return nil, fmt.Errorf("tokenize %s: %w", path, err)
 		}
@@ -106,7 +106,7 @@ func (s *session) apply(c *compiled, dst []byte, path []byte, field []byte, text
 		return append(dst, '"'), nil
 	case ActionEncrypt:
 		s.ad = appendAssociatedData(s.ad[:0], s.rec.ID, path)
-		ct, err := s.r.keys.Encrypt(text, s.ad)
+		ct, err := s.seal.Encrypt(text, s.ad)
 		if err != nil {
 			return nil, fmt.Errorf("encrypt %s: %w", path, err)
 		}
@@ -129,13 +129,17 @@ func appendAssociatedData(dst []byte, recordID string, path []byte) []byte {
 // hashValue returns the hash form of a value under a domain: the PRF input is
 // the domain, a zero byte, then the value.
 func (s *session) hashValue(v []byte, domain string) (string, error) {
-	in := make([]byte, 0, len(domain)+1+len(v))
-	in = append(append(append(in, domain...), 0), v...)
-	id, sum, err := s.r.keys.Hash(in)
+	id, sum, err := s.r.keys.Hash(hashInput(v, domain))
 	if err != nil {
 		return "", err
 	}
 	return mdtap.HashValue(id, sum), nil
+}
+
+// hashInput is the PRF input of a value under a domain.
+func hashInput(v []byte, domain string) []byte {
+	in := make([]byte, 0, len(domain)+1+len(v))
+	return append(append(append(in, domain...), 0), v...)
 }
 
 // mask keeps the first and last characters and stars the rest; a value too

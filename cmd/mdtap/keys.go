@@ -1,14 +1,19 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/mdtap/mdtap/keys"
 	"github.com/spf13/cobra"
+
+	"github.com/mdtap/mdtap/keys"
+	"github.com/mdtap/mdtap/redact"
+	"github.com/mdtap/mdtap/stream"
 )
 
 // newKeysCmd is the `mdtap keys` group: it manages the three Tink keysets in
@@ -30,8 +35,10 @@ key-encryption key (KEK) named by a URI, each beside a metadata file with
 creation times and tombstones. Plaintext key material is never written to
 disk, except for the development KEK of a local:// URI.
 
-Running sidecars poll the directory and reload changed keysets, so a
-rotation needs no restart. See docs/keys.md.`,
+Running sidecars poll the directory (or watch the NATS bucket that
+'mdtap keys publish' fills) and reload changed keysets, so a rotation needs
+no restart. Data subjects' own keys ('mdtap keys forget') and retention by
+period ('mdtap keys retire') are described in docs/keys.md.`,
 	}
 	cmd.AddCommand(
 		newKeysInitCmd(a),
@@ -42,6 +49,9 @@ rotation needs no restart. See docs/keys.md.`,
 		newKeysDisableCmd(a),
 		newKeysEnableCmd(a),
 		newKeysDestroyCmd(a),
+		newKeysRetireCmd(a),
+		newKeysPublishCmd(a),
+		newKeysForgetCmd(a),
 	)
 	return cmd
 }
@@ -339,4 +349,290 @@ func rfc3339(t time.Time) *string {
 	}
 	s := t.UTC().Format(time.RFC3339)
 	return &s
+}
+
+func newKeysPublishCmd(a *app) *cobra.Command {
+	var dir, bucket string
+	var nf natsFlags
+	cmd := &cobra.Command{
+		Use:   "publish --dir DIR --nats URL [--bucket NAME]",
+		Short: "Copy the encrypted keysets to a NATS bucket that sidecars watch",
+		Long: `Publish copies the key directory's three encrypted keysets and their
+metadata files to a NATS key-value bucket (default mdtap_keys), one key per
+file name, creating the bucket if needed. Sidecars started with
+--keys nats://HOST:PORT/BUCKET --kek URI load their keys from it and reload
+within moments of each publish, without a restart.
+
+The keysets travel as they are on disk, wrapped by the KEK: the bucket never
+holds plaintext key material, and the development KEK file (kek.json) is
+never published. Nothing is published unless every keyset unwraps under its
+KEK. Files the bucket already holds unchanged are not written again.
+
+Run it after every change to the directory (rotate, add, promote, disable,
+destroy, retire). For a fleet rotation: add, publish, wait, promote, publish.`,
+		Example: `  mdtap keys rotate --dir keys && mdtap keys publish --dir keys --nats nats://nats:4222`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkDir(dir); err != nil {
+				return err
+			}
+			if err := nf.validate(); err != nil {
+				return err
+			}
+			b, closeNC, err := openBucketCmd(cmd.Context(), a, &nf, bucket, stream.BucketConfig{
+				Bucket: bucket, Description: "mdtap keysets (KEK-wrapped) and metadata, published by mdtap keys publish", History: 1,
+			})
+			if err != nil {
+				return err
+			}
+			defer closeNC()
+			where := stream.RedactURL(nf.url) + "/" + b.Name()
+			res, err := keys.Publish(cmd.Context(), dir, natsKeysetStore{b: b, where: where})
+			if err != nil {
+				return err
+			}
+			for _, f := range res.Changed {
+				fmt.Fprintln(a.stdout, f)
+			}
+			fmt.Fprintf(a.stderr, "mdtap: published the keysets of %s to %s (%d of %d files changed)\n", dir, where, len(res.Changed), len(res.Files))
+			return nil
+		},
+	}
+	dirFlag(cmd, &dir)
+	cmd.Flags().StringVar(&bucket, "bucket", stream.DefaultKeysBucket, "NATS key-value `bucket` to publish to")
+	nf.register(cmd.Flags())
+	return cmd
+}
+
+// openBucketCmd connects for a one-shot command and opens a bucket
+// (creating it with cfg when absent).
+func openBucketCmd(ctx context.Context, a *app, nf *natsFlags, name string, cfg stream.BucketConfig) (*stream.Bucket, func(), error) {
+	if name == "" {
+		return nil, nil, usagef("--bucket is empty")
+	}
+	o := nf.options()
+	o.FailFast = true
+	nc, err := stream.Connect(o, a.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Bucket = name
+	b, err := stream.OpenBucket(ctx, nc, cfg)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return b, nc.Close, nil
+}
+
+func newKeysForgetCmd(a *app) *cobra.Command {
+	var dir, subject, bucket string
+	var nf natsFlags
+	cmd := &cobra.Command{
+		Use:   "forget --subject ID --dir DIR --nats URL [--bucket NAME]",
+		Short: "Crypto-shred one data subject's values (consent withdrawal)",
+		Long: `Forget destroys the data subject's own keysets (per-subject keys), for
+consent withdrawal (전송요구 철회) or leaving the service (회원 탈퇴). ID is the
+internal user id the client service sent as x-mdtap-subject.
+
+The subject's blind index is computed under every enabled PRF key (a subject
+tagged before a prf rotation has a keyset under the old index too), and the
+keyset under each is erased from the NATS bucket (default mdtap_subjects):
+every stored revision is deleted with its bytes overwritten, then the key is
+purged. It prints how many keysets were destroyed.
+
+Afterwards the subject's encrypt and tokenize values read as shredded
+(mdtap:shred:v1:…) in reveal and audit; the records stay, with their
+metadata (time, org, api, rsp_code, the subject's blind index) and hash
+values, and every other subject's data is intact. Running sidecars drop
+their cached copy within moments. Only --dir's prf keyset is read.
+
+The id is personal data: give --subject - to read it from stdin instead of
+the command line.`,
+		Example: `  echo "$USER_ID" | mdtap keys forget --subject - --dir keys --nats nats://nats:4222`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkDir(dir); err != nil {
+				return err
+			}
+			if subject == "-" {
+				line, err := bufio.NewReader(a.stdin).ReadString('\n')
+				if err != nil && line == "" {
+					return usagef("--subject -: no subject id on stdin")
+				}
+				subject = strings.TrimRight(line, "\r\n")
+			}
+			if subject == "" {
+				return usagef("--subject is required: the subject's id (x-mdtap-subject), or - for stdin")
+			}
+			if err := nf.validate(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			set, err := keys.Load(ctx, dir, keys.PurposePRF)
+			if err != nil {
+				return err
+			}
+			indexes, err := redact.SubjectIndexes(set, subject)
+			if err != nil {
+				return err
+			}
+			b, closeNC, err := openBucketCmd(ctx, a, &nf, bucket, subjectsBucketConfig(bucket))
+			if err != nil {
+				return err
+			}
+			defer closeNC()
+			n, err := keys.ForgetSubject(ctx, subjectStoreOf(b), indexes)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "destroyed %d subject keysets\n", n)
+			fmt.Fprintf(a.stderr, "mdtap: searched under %d prf keys in %s/%s\n", len(indexes), stream.RedactURL(nf.url), b.Name())
+			if infos, err := keys.List(ctx, dir); err == nil {
+				for _, ki := range infos {
+					if ki.Purpose == keys.PurposePRF && ki.Status == keys.StatusDisabled {
+						fmt.Fprintf(a.stderr, "mdtap: warning: prf key %d is disabled, so a keyset under the subject's index for it was not looked for; enable it and run forget again\n", ki.KeyID)
+					}
+				}
+			}
+			return nil
+		},
+	}
+	dirFlag(cmd, &dir)
+	cmd.Flags().StringVar(&subject, "subject", "", "the data subject's `id` as sent in x-mdtap-subject, or - to read it from stdin (required)")
+	cmd.Flags().StringVar(&bucket, "bucket", stream.DefaultSubjectsBucket, "NATS key-value `bucket` of the per-subject keysets")
+	nf.register(cmd.Flags())
+	return cmd
+}
+
+func newKeysRetireCmd(a *app) *cobra.Command {
+	var dir, purpose, bucket string
+	var olderThan time.Duration
+	var dryRun bool
+	var nf natsFlags
+	cmd := &cobra.Command{
+		Use:   "retire --dir DIR --older-than DURATION [--purpose P|all] [--dry-run] [--nats URL]",
+		Short: "Destroy the keys whose period ended longer ago than the retention",
+		Long: `Retire crypto-shreds every key whose period ended more than --older-than
+ago: retention by key period. With keys rotated on a schedule (say
+'mdtap keys rotate --purpose aead' monthly), each key protects one period's
+values; retire destroys them once the retention has passed.
+
+A key's period ends when another key is promoted over it (recorded in the
+metadata; for older metadata, when the next key was created). The primary
+key is never retired, whatever its age. Each destroyed key is printed
+(purpose, key id, created, period end); --dry-run prints them and changes
+nothing.
+
+Per-subject keysets depend on main keys: each is wrapped by the aead key
+that was primary when it was made, and stored under a blind index of a prf
+key. With --nats (the bucket of the per-subject keysets, default
+mdtap_subjects) retire first re-wraps the subject keysets wrapped by
+retiring aead keys under the current primary, so the subjects' newer data
+survives, and erases the subject keysets indexed under retiring prf keys
+(their records are as old as the key's period). Without --nats, retiring
+aead or prf keys when per-subject keys are in use shreds subjects' data
+beyond the retention: give --nats.
+
+Publish the directory afterwards if sidecars load it from NATS.`,
+		Example: `  mdtap keys retire --dir keys --older-than 2160h --dry-run
+  mdtap keys retire --dir keys --older-than 2160h --purpose aead --nats nats://nats:4222`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkDir(dir); err != nil {
+				return err
+			}
+			if olderThan <= 0 {
+				return usagef("--older-than is required: the retention, a positive duration (2160h is 90 days)")
+			}
+			var ps []keys.Purpose
+			if purpose != "all" {
+				p, err := keys.ParsePurpose(purpose)
+				if err != nil {
+					return usagef("--purpose: %v, or all", err)
+				}
+				ps = []keys.Purpose{p}
+			}
+			withNATS := cmd.Flags().Changed("nats")
+			if withNATS {
+				if err := nf.validate(); err != nil {
+					return err
+				}
+			}
+			ctx := cmd.Context()
+			o := keys.RetireOptions{OlderThan: olderThan, Purposes: ps, DryRun: dryRun}
+			var rewrapped, erased int
+			if withNATS && !dryRun {
+				// Loaded before Retire takes the directory's lock: the hook
+				// runs under it.
+				main, err := keys.Load(ctx, dir, keys.PurposeAEAD)
+				if err != nil {
+					return err
+				}
+				b, closeNC, err := openBucketCmd(ctx, a, &nf, bucket, subjectsBucketConfig(bucket))
+				if err != nil {
+					return err
+				}
+				defer closeNC()
+				store := subjectStoreOf(b)
+				o.BeforeDestroy = func(ctx context.Context, ks []keys.Retired) error {
+					aeadIDs := map[uint32]bool{}
+					for _, k := range ks {
+						switch k.Purpose {
+						case keys.PurposeAEAD:
+							aeadIDs[k.KeyID] = true
+						case keys.PurposePRF:
+							n, err := keys.EraseSubjectsUnderPRF(ctx, store, k.KeyID)
+							erased += n
+							if err != nil {
+								return err
+							}
+						}
+					}
+					if len(aeadIDs) == 0 {
+						return nil
+					}
+					n, err := keys.RewrapSubjects(ctx, main, store, func(id uint32) bool { return aeadIDs[id] })
+					rewrapped += n
+					return err
+				}
+			}
+			res, err := keys.Retire(ctx, dir, o)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PURPOSE\tKEY ID\tSTATUS\tCREATED\tPERIOD ENDED")
+			for _, k := range res.Destroyed {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", k.Purpose, k.KeyID, k.Status, *rfc3339(k.Created), *rfc3339(k.PeriodEnd))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			verb := "destroyed"
+			if dryRun {
+				verb = "would destroy (dry run)"
+			}
+			fmt.Fprintf(a.stderr, "mdtap: %s %d keys whose period ended before %s\n", verb, len(res.Destroyed), time.Now().Add(-olderThan).UTC().Format(time.RFC3339))
+			for _, k := range res.Unknown {
+				fmt.Fprintf(a.stderr, "mdtap: note: %s key %d has no creation time in its metadata; left alone\n", k.Purpose, k.KeyID)
+			}
+			if withNATS && !dryRun {
+				fmt.Fprintf(a.stderr, "mdtap: re-wrapped %d and erased %d per-subject keysets\n", rewrapped, erased)
+			}
+			if !withNATS && len(res.Destroyed) > 0 {
+				for _, k := range res.Destroyed {
+					if k.Purpose != keys.PurposeDAEAD {
+						fmt.Fprintf(a.stderr, "mdtap: warning: without --nats, per-subject keysets were not re-wrapped or erased; if sidecars use per-subject keys, see 'mdtap keys retire --help'\n")
+						break
+					}
+				}
+			}
+			return nil
+		},
+	}
+	dirFlag(cmd, &dir)
+	cmd.Flags().DurationVar(&olderThan, "older-than", 0, "retention: destroy keys whose period ended longer ago than this `duration` (e.g. 2160h) (required)")
+	cmd.Flags().StringVar(&purpose, "purpose", "all", "keysets to retire: aead, daead, prf or all")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be destroyed; change nothing")
+	cmd.Flags().StringVar(&bucket, "bucket", stream.DefaultSubjectsBucket, "NATS key-value `bucket` of the per-subject keysets (with --nats)")
+	nf.register(cmd.Flags())
+	return cmd
 }
