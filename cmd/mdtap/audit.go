@@ -170,20 +170,21 @@ func checkFormat(format string, allowed ...string) error {
 }
 
 type auditQueryConfig struct {
-	store    storeFlags
-	heads    headFlags
-	from, to string
-	keyDir   string
-	sectors  []string
-	orgs     []string
-	apis     []string
-	tranIDs  []string
-	rspCodes []string
-	subjects []string
-	decrypt  bool
-	actor    string
-	reason   string
-	format   string
+	store          storeFlags
+	heads          headFlags
+	subjectsBucket string
+	from, to       string
+	keyDir         string
+	sectors        []string
+	orgs           []string
+	apis           []string
+	tranIDs        []string
+	rspCodes       []string
+	subjects       []string
+	decrypt        bool
+	actor          string
+	reason         string
+	format         string
 }
 
 func newAuditQueryCmd(a *app) *cobra.Command {
@@ -224,6 +225,7 @@ the log's head is kept in NATS too, so a deleted tail shows in audit verify.`,
 	f.StringVar(&c.from, "from", "", "records from this `time` on (RFC 3339, inclusive; required)")
 	f.StringVar(&c.to, "to", "", "records before this `time` (RFC 3339, exclusive; required)")
 	f.StringVar(&c.keyDir, "keys", "", "key `dir`: the prf keyset for --subject, the aead and daead keysets for --decrypt")
+	f.StringVar(&c.subjectsBucket, "subjects-bucket", stream.DefaultSubjectsBucket, "NATS key-value `bucket` of the per-subject keysets (with --nats and --decrypt)")
 	f.StringSliceVar(&c.sectors, "sector", nil, "only this `sector` (bank, card, invest, …)")
 	f.StringSliceVar(&c.orgs, "org", nil, "only this provider's org `code` (_ for records without one)")
 	f.StringSliceVar(&c.apis, "api", nil, "only this API `template` (/v1/bank/accounts)")
@@ -305,6 +307,18 @@ func runAuditQuery(ctx context.Context, a *app, c auditQueryConfig) error {
 		}
 	}
 
+	// Values under a subject's own keys open with them (read from NATS
+	// before the first log entry, so a missing server fails early).
+	rv := &redact.Revealer{Keys: set}
+	if c.decrypt {
+		openers, closeSubjects, err := subjectOpenersFor(ctx, a, &c.heads.nats, c.subjectsBucket, set)
+		if err != nil {
+			return err
+		}
+		defer closeSubjects()
+		rv.Subjects = openers
+	}
+
 	store, err := c.store.open(ctx)
 	if err != nil {
 		return err
@@ -325,7 +339,7 @@ func runAuditQuery(ctx context.Context, a *app, c auditQueryConfig) error {
 
 	began := time.Now()
 	w := bufio.NewWriterSize(a.stdout, 256<<10)
-	p := &queryPrinter{w: w, table: c.format == "table", keys: set, decrypt: c.decrypt}
+	p := &queryPrinter{w: w, table: c.format == "table", ctx: ctx, rv: rv, decrypt: c.decrypt}
 	st, err := archive.Query(ctx, store, f, archive.QueryOptions{}, p.emit)
 	if ferr := w.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("write output: %w", ferr)
@@ -371,7 +385,8 @@ type queryPrinter struct {
 	w       *bufio.Writer
 	table   bool
 	decrypt bool
-	keys    *keys.Set
+	ctx     context.Context
+	rv      *redact.Revealer
 
 	records int
 	stats   redact.RevealStats
@@ -385,7 +400,7 @@ func (p *queryPrinter) emit(line []byte) error {
 		if err := json.Unmarshal(line, &rec); err != nil {
 			return fmt.Errorf("decode record: %w", err)
 		}
-		out, st, err := redact.Reveal(&rec, p.keys)
+		out, st, err := p.rv.Reveal(p.ctx, &rec)
 		if err != nil {
 			return fmt.Errorf("record %s: %w", rec.ID, err)
 		}

@@ -38,6 +38,9 @@ type proxyConfig struct {
 	keysWatch                                           time.Duration
 	spoolDir, spoolFsync, onFull                        string
 	spoolMaxBytes                                       byteSize
+	kek, subjectsBucket                                 string
+	subjectKeys                                         bool
+	subjectCache                                        int
 }
 
 func newProxyCmd(a *app) *cobra.Command {
@@ -79,7 +82,11 @@ Per-host settings go in the configuration file, under proxy.hosts:
 	f.StringVar(&c.listen, "listen", "127.0.0.1:8080", "proxy listen `address`")
 	f.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9090", "admin `address`: /healthz, /readyz, /metrics")
 	f.StringVar(&c.caDir, "ca-dir", "", "MITM CA `dir` (mdtap ca init); forward mode")
-	f.StringVar(&c.keyDir, "keys", "", "key `dir` (mdtap keys init)")
+	f.StringVar(&c.keyDir, "keys", "", "key `dir` (mdtap keys init), or nats://HOST:PORT/BUCKET that 'mdtap keys publish' fills")
+	f.StringVar(&c.kek, "kek", "", "KEK `URI` to unwrap keysets read from --keys nats://… (default: the one their metadata records)")
+	f.BoolVar(&c.subjectKeys, "subject-keys", false, "encrypt and tokenize records tagged with x-mdtap-subject under the subject's own keys (NATS bucket), so 'mdtap keys forget' can erase one customer")
+	f.StringVar(&c.subjectsBucket, "subjects-bucket", stream.DefaultSubjectsBucket, "NATS key-value `bucket` of the per-subject keysets")
+	f.IntVar(&c.subjectCache, "subject-cache", keys.DefaultSubjectCacheSize, "per-subject keysets kept in memory")
 	f.StringVar(&c.policy, "policy", "", policyFlagHelp)
 	f.StringVar(&c.service, "service", "", "`name` of the client service, recorded in every record")
 	f.StringVar(&c.streamName, "stream", stream.DefaultStreamName, "JetStream stream `name`")
@@ -155,12 +162,13 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 	if err != nil {
 		return usagef("%w", err)
 	}
-	keySet, err := keys.Load(ctx, c.keyDir)
+	keySet, err := loadKeys(ctx, a.log, c.keyDir, c.kek, &c.nats)
 	if err != nil {
 		return err
 	}
+	defer keySet.Close()
 	reg := admin.NewRegistry()
-	redactor := redact.New(policy, keySet)
+	redactor := redact.New(policy, keySet.Set)
 	unclassified, err := redact.NewUnclassifiedCounter(reg)
 	if err != nil {
 		return err
@@ -172,6 +180,14 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 		return err
 	}
 	defer nc.Close()
+	var subjects *keys.SubjectKeys
+	if c.subjectKeys {
+		subjects, err = openSubjectKeys(ctx, nc, c.subjectsBucket, keySet.Set, true, keys.SubjectOptions{CacheSize: c.subjectCache})
+		if err != nil {
+			return err
+		}
+		redactor.Subjects = subjectSealers{subjects}
+	}
 	var spool *stream.Spool
 	if c.spoolDir != "" {
 		spool, err = stream.OpenSpool(stream.SpoolOptions{Dir: c.spoolDir, MaxBytes: int64(c.spoolMaxBytes),
@@ -285,6 +301,15 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 		wctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
 			keySet.Watch(wctx, c.keysWatch, a.log)
+			return nil
+		}, func(error) { cancel() })
+	}
+	if subjects != nil {
+		// Forgotten or re-wrapped subject keysets leave the cache at once.
+		sctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			subjects.Watch(sctx, a.log)
+			<-sctx.Done()
 			return nil
 		}, func(error) { cancel() })
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/mdtap/mdtap"
 	"github.com/mdtap/mdtap/keys"
 	"github.com/mdtap/mdtap/redact"
+	"github.com/mdtap/mdtap/stream"
 )
 
 func newRedactCmd(a *app) *cobra.Command {
@@ -61,7 +62,8 @@ Raw records hold plaintext: keep them out of shared places.`,
 }
 
 func newRevealCmd(a *app) *cobra.Command {
-	var keyDir, actor, reason, logPath, storeURL, storeCA string
+	var keyDir, actor, reason, logPath, storeURL, storeCA, subjectsBucket string
+	var subjectNATS headFlags
 	cmd := &cobra.Command{
 		Use:   "reveal",
 		Short: "Reverse the encrypt and tokenize values of protected records from stdin",
@@ -88,6 +90,13 @@ revealed, key ids used) after. With --store the log is the archive store's
 			if err != nil {
 				return err
 			}
+			// Values under a subject's own keys open with them (--nats).
+			openers, closeSubjects, err := subjectOpenersFor(cmd.Context(), a, &subjectNATS.nats, subjectsBucket, set)
+			if err != nil {
+				return err
+			}
+			defer closeSubjects()
+			rv := &redact.Revealer{Keys: set, Subjects: openers}
 			appendLog, err := revealAccessLog(cmd, a, logPath, storeURL, storeCA)
 			if err != nil {
 				return err
@@ -107,7 +116,7 @@ revealed, key ids used) after. With --store the log is the archive store's
 			enc := json.NewEncoder(w)
 			enc.SetEscapeHTML(false)
 			err = eachRecord(a.stdin, func(rec *mdtap.Record) error {
-				out, st, err := redact.Reveal(rec, set)
+				out, st, err := rv.Reveal(cmd.Context(), rec)
 				if err != nil {
 					return err
 				}
@@ -146,6 +155,11 @@ revealed, key ids used) after. With --store the log is the archive store's
 	cmd.Flags().StringVar(&actor, "actor", "", "who is reading (recorded in the access log)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the access log)")
 	cmd.Flags().StringVar(&logPath, "access-log", defaultAccessLog(), "access log `file` (JSON lines, hash-chained)")
+	subjectNATS.nats.register(cmd.Flags())
+	nf := cmd.Flags().Lookup("nats")
+	nf.Usage = "NATS server `URL` holding the per-subject keysets (mdtap proxy --subject-keys); none by default"
+	nf.DefValue, subjectNATS.nats.url = "", ""
+	cmd.Flags().StringVar(&subjectsBucket, "subjects-bucket", stream.DefaultSubjectsBucket, "NATS key-value `bucket` of the per-subject keysets")
 	cmd.Flags().StringVar(&storeURL, "store", "", "archive store `URL`: log to its access log (as mdtap audit does) instead of --access-log")
 	cmd.Flags().StringVar(&storeCA, "store-ca", "", "PEM `file` of CAs to trust for a private S3 endpoint")
 	return cmd
