@@ -104,6 +104,7 @@ type proxyStack struct {
 	client    *http.Client
 	adminAddr string
 	logs      *syncBuffer
+	keyDir    string
 }
 
 func startProxyStack(t *testing.T, natsOpts []natstest.Option, extra ...string) proxyStack {
@@ -138,7 +139,7 @@ func startProxyStack(t *testing.T, natsOpts []natstest.Option, extra ...string) 
 	pool.AppendCertsFromPEM(mitm)
 	proxyURL, _ := url.Parse("http://" + listen)
 	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL), TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	return proxyStack{ns: ns, sim: s, simURL: simSrv.URL(), client: hc, adminAddr: adminAddr, logs: logs}
+	return proxyStack{ns: ns, sim: s, simURL: simSrv.URL(), client: hc, adminAddr: adminAddr, logs: logs, keyDir: keyDir}
 }
 
 // fetchRecords reads n records from the stream through a test consumer.
