@@ -38,11 +38,14 @@ func (c *Completer) Complete(rec *mdtap.Record) {
 	rec.Sector, rec.API = m.Sector, m.API
 	rec.OrgCode = c.orgCode(rec)
 	if rec.Response != nil && isJSON(rec.Response.Headers) {
-		f := topLevel(rec.Response.Body, "rsp_code", "rsp_msg", "error")
-		rec.Response.RspCode, rec.Response.RspMsg = f["rsp_code"], f["rsp_msg"]
+		// Only OAuth endpoints answer with "error"; asking for it elsewhere
+		// would scan every resource response to its end.
+		names := []string{"rsp_code", "rsp_msg"}
 		if rec.Sector == mdtap.SectorAuth {
-			rec.Response.OAuthError = f["error"]
+			names = append(names, "error")
 		}
+		f := topLevel(rec.Response.Body, names...)
+		rec.Response.RspCode, rec.Response.RspMsg, rec.Response.OAuthError = f["rsp_code"], f["rsp_msg"], f["error"]
 	}
 	c.metrics.completed(rec)
 }
@@ -92,7 +95,9 @@ func isForm(h map[string][]string) bool {
 // object, or breaks off, yields what was found before.
 func topLevel(body []byte, names ...string) map[string]string {
 	out := make(map[string]string, len(names))
-	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	// Duplicate names are the redactor's concern (it refuses them); here
+	// checking them would only cost time.
+	dec := jsontext.NewDecoder(bytes.NewReader(body), jsontext.AllowDuplicateNames(true))
 	if dec.PeekKind() != '{' {
 		return out
 	}

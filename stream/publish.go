@@ -1,9 +1,11 @@
 package stream
 
 import (
-	"bytes"
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+	jsonv1 "github.com/go-json-experiment/json/v1"
+
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -572,37 +574,15 @@ func (p *Publisher) Close() error {
 	return nil
 }
 
-// encoder is a reusable JSON encoder. Only its scratch buffer is reused: the
-// bytes handed to nats.go are a fresh copy, since nats.go keeps a message
-// until its ack (to retry it on no responders, and for the handlers).
-type encoder struct {
-	buf bytes.Buffer
-	enc *json.Encoder
-}
-
-// maxPooledBuffer keeps a rare huge record from pinning its buffer.
-const maxPooledBuffer = 64 << 10
-
-var encoders = sync.Pool{New: func() any {
-	e := &encoder{}
-	e.enc = json.NewEncoder(&e.buf)
-	e.enc.SetEscapeHTML(false) // records carry URLs and messages with & < >
-	return e
-}}
+// encodeOptions give encoding/json's output (v1 semantics: omitempty,
+// sorted map keys) without its HTML escaping. The v2 encoder takes the
+// record's already-valid bodies at about twice the speed of encoding/json,
+// which re-compacts every json.RawMessage.
+var encodeOptions = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsontext.EscapeForHTML(false))
 
 // encode returns rec's JSON, as json.Marshal would but without escaping
-// HTML characters and without the encoder's trailing newline.
+// HTML characters. The bytes are fresh: nats.go keeps a message until its
+// ack (to retry it on no responders, and for the handlers).
 func encode(rec *mdtap.Record) ([]byte, error) {
-	e := encoders.Get().(*encoder)
-	e.buf.Reset()
-	err := e.enc.Encode(rec)
-	var out []byte
-	if err == nil {
-		b := e.buf.Bytes()
-		out = bytes.Clone(b[:len(b)-1])
-	}
-	if e.buf.Cap() <= maxPooledBuffer {
-		encoders.Put(e)
-	}
-	return out, err
+	return jsonv2.Marshal(rec, encodeOptions)
 }
