@@ -69,6 +69,7 @@ the file. Sizes take units (256KiB, 64MiB); durations Go syntax (90s, 168h).`,
 		newPolicyCmd(a),
 		newRedactCmd(a),
 		newRevealCmd(a),
+		newBenchCmd(a),
 		newVersionCmd(a),
 	)
 	annotateEnv(root)
