@@ -41,12 +41,19 @@ type Publisher interface {
 // Defaults.
 const (
 	DefaultSize = 10000 // records waiting; the only in-memory loss window at a hard kill
+	// DefaultMaxBytes bounds the captured bytes waiting: with large bodies
+	// a count alone would let the queue hold gigabytes before it pushes back.
+	DefaultMaxBytes = 256 << 20
 )
 
 // Options configure a Queue.
 type Options struct {
 	// Size bounds records waiting (DefaultSize). Submit blocks when full.
 	Size int
+	// MaxBytes bounds the captured body bytes waiting (DefaultMaxBytes);
+	// Submit blocks past it too. One record larger than it still passes
+	// when the queue is empty.
+	MaxBytes int64
 	// Workers protect and publish in parallel (default GOMAXPROCS).
 	Workers int
 	// Prepare finishes a raw record before protection (proxy.Completer).
@@ -68,14 +75,20 @@ type Queue struct {
 
 	mu     sync.RWMutex
 	closed bool
-	wg     sync.WaitGroup
-	ctx    context.Context
-	cancel context.CancelFunc
+
+	bmu      sync.Mutex
+	room     *sync.Cond
+	bytes    int64 // captured body bytes waiting or being handled
+	maxBytes int64
+	wg       sync.WaitGroup
+	ctx      context.Context
+	cancel   context.CancelFunc
 }
 
 type item struct {
-	raw *mdtap.Record
-	at  time.Time
+	raw  *mdtap.Record
+	at   time.Time
+	size int64
 }
 
 // New starts a queue with its workers.
@@ -92,12 +105,17 @@ func New(p Protector, pub Publisher, o Options) (*Queue, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	q := &Queue{ch: make(chan item, o.Size), p: p, pub: pub, prepare: o.Prepare, log: o.Logger, now: o.Now, m: m, ctx: ctx, cancel: cancel}
+	q := &Queue{ch: make(chan item, o.Size), p: p, pub: pub, prepare: o.Prepare, log: o.Logger, now: o.Now, m: m, ctx: ctx, cancel: cancel,
+		maxBytes: o.MaxBytes}
+	q.room = sync.NewCond(&q.bmu)
 	if m != nil {
 		m.depthFn = func() float64 { return float64(len(q.ch)) }
 	}
@@ -124,7 +142,19 @@ func (q *Queue) Submit(raw *mdtap.Record) {
 		q.log.Error().Str("record", raw.ID).Msg("record submitted after the capture queue closed; not kept")
 		return
 	}
-	it := item{raw: raw, at: q.now()}
+	it := item{raw: raw, at: q.now(), size: int64(len(raw.Request.Body)) + 1024}
+	if raw.Response != nil {
+		it.size += int64(len(raw.Response.Body))
+	}
+	q.bmu.Lock()
+	if q.bytes > 0 && q.bytes+it.size > q.maxBytes {
+		q.m.full()
+		for q.bytes > 0 && q.bytes+it.size > q.maxBytes {
+			q.room.Wait()
+		}
+	}
+	q.bytes += it.size
+	q.bmu.Unlock()
 	select {
 	case q.ch <- it:
 		return
@@ -163,9 +193,13 @@ func (q *Queue) work() {
 	for it := range q.ch {
 		if q.ctx.Err() != nil {
 			q.m.dropped("shutdown_timeout")
-			continue
+		} else {
+			q.handle(it)
 		}
-		q.handle(it)
+		q.bmu.Lock()
+		q.bytes -= it.size
+		q.room.Broadcast()
+		q.bmu.Unlock()
 	}
 }
 

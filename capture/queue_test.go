@@ -167,3 +167,24 @@ func ulidN(i int) string {
 	}
 	return string(b)
 }
+
+// Large bodies: the queue pushes back on bytes, not only on count.
+func TestSubmitBlocksPastMaxBytes(t *testing.T) {
+	pub := &fakePublisher{block: make(chan struct{})}
+	q, _ := New(fakeProtector{}, pub, Options{Workers: 1, Size: 100, MaxBytes: 10 << 10})
+	big := string(make([]byte, 6<<10))
+	q.Submit(raw(ulidN(1), big)) // the worker takes it and blocks
+	done := make(chan struct{})
+	go func() { q.Submit(raw(ulidN(2), big)); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("Submit returned while the queued bytes were past MaxBytes")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(pub.block)
+	<-done
+	q.Close(context.Background())
+	if n := len(pub.records()); n != 2 {
+		t.Fatalf("published %d, want 2", n)
+	}
+}

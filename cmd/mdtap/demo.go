@@ -162,7 +162,7 @@ func runDemo(ctx context.Context, a *app, dataDir string, requests int64, policy
 		listen: ports[0], adminListen: ports[1], caDir: dir("ca"), keyDir: dir("keys"), service: "demo", policy: policy,
 		streamName: stream.DefaultStreamName, createStream: true, allow: []string{strings.TrimPrefix(simSrv.URL(), "https://")},
 		upstreamCA: dir("sim-ca.pem"), upstreamMinTLS: "1.3", maxCapture: proxy.DefaultMaxCaptureBytes,
-		queueSize: 10000, shutdownGrace: 20 * time.Second,
+		queueSize: 10000, queueMaxBytes: 256 << 20, shutdownGrace: 20 * time.Second,
 		spoolDir: dir("spool"), spoolMaxBytes: byteSize(stream.DefaultSpoolMaxBytes), spoolFsync: string(stream.FsyncBatch), onFull: "fail-open",
 	}
 	pc.nats.url = ns.URL()

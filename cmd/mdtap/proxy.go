@@ -34,6 +34,7 @@ type proxyConfig struct {
 	upstreamMinTLS                                      string
 	maxCapture                                          byteSize
 	queueSize                                           int
+	queueMaxBytes                                       byteSize
 	shutdownGrace                                       time.Duration
 	keysWatch                                           time.Duration
 	spoolDir, spoolFsync, onFull                        string
@@ -44,7 +45,8 @@ type proxyConfig struct {
 }
 
 func newProxyCmd(a *app) *cobra.Command {
-	c := proxyConfig{maxCapture: proxy.DefaultMaxCaptureBytes, spoolMaxBytes: byteSize(stream.DefaultSpoolMaxBytes)}
+	c := proxyConfig{maxCapture: proxy.DefaultMaxCaptureBytes, spoolMaxBytes: byteSize(stream.DefaultSpoolMaxBytes),
+		queueMaxBytes: capture.DefaultMaxBytes}
 	cmd := &cobra.Command{
 		Use:   "proxy",
 		Short: "Run the capture sidecar: forward MyData calls, record them protected to JetStream",
@@ -100,6 +102,7 @@ Per-host settings go in the configuration file, under proxy.hosts:
 	f.StringVar(&c.upstreamMinTLS, "upstream-min-tls", "1.3", "minimum TLS `version` towards providers: 1.3 (the MyData standard) or 1.2")
 	f.Var(&c.maxCapture, "max-capture-bytes", "bytes captured per body; the exchange passes in full beyond it")
 	f.IntVar(&c.queueSize, "queue-size", capture.DefaultSize, "records waiting to be protected and published (the loss window at a hard kill)")
+	f.Var(&c.queueMaxBytes, "queue-max-bytes", "captured bytes waiting to be protected and published; past it, finished exchanges wait")
 	f.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM: time to finish exchanges under way and flush records")
 	f.DurationVar(&c.keysWatch, "keys-watch", keys.DefaultWatchInterval, "how often to look for rotated keysets (0: never)")
 	f.StringVar(&c.spoolDir, "spool", "", "local spool `dir` for records NATS cannot take now (without one they are counted and lost)")
@@ -216,7 +219,7 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 	// proxy, so hand it over through a small indirection.
 	var complete func(*mdtap.Record)
 	queue, err := capture.New(redactor, pub, capture.Options{
-		Size: c.queueSize, Logger: a.log, Registerer: reg,
+		Size: c.queueSize, MaxBytes: int64(c.queueMaxBytes), Logger: a.log, Registerer: reg,
 		Prepare: func(r *mdtap.Record) { complete(r) },
 	})
 	if err != nil {
