@@ -62,9 +62,14 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]*D
 	if wait <= 0 {
 		wait = time.Second
 	}
-	fctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	batch, err := c.cons.Fetch(max, jetstream.FetchContext(fctx))
+	// FetchMaxWait, not a context deadline: nats.go then waits a second past
+	// the server's expiry, so a record the server sends at the last moment
+	// is still received. With a context the client could stop first, and
+	// the record, delivered but never seen, would wait out the ack wait.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	batch, err := c.cons.Fetch(max, jetstream.FetchMaxWait(wait))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
