@@ -4,7 +4,6 @@ package loadgen
 
 import (
 	"errors"
-	"os/exec"
 	"time"
 )
 
@@ -16,6 +15,3 @@ func BusyCPU() time.Duration { return 0 }
 
 // SelfCPU is implemented on Linux only.
 func SelfCPU() time.Duration { return 0 }
-
-// detach does nothing outside Linux.
-func detach(*exec.Cmd) {}

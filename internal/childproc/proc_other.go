@@ -1,6 +1,6 @@
 //go:build !linux
 
-package toolbin
+package childproc
 
 import "syscall"
 

@@ -1,4 +1,4 @@
-package toolbin
+package childproc
 
 import "syscall"
 
