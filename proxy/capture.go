@@ -54,8 +54,10 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	rec.Transmission = mdtap.TransmissionOf(rec.APIType)
 	rec.Subject = req.Header.Get(SubjectHeader)
 	req.Header.Del(SubjectHeader)
-	rec.Request = mdtap.Request{Method: req.Method, Host: req.URL.Host, Path: req.URL.Path,
-		Query: mdtap.ParseQuery(req.URL.RawQuery), Headers: lowerHeaders(req.Header)}
+	// The query and headers are parsed and copied in finish, after the
+	// response; here only what forwarding needs is done.
+	rec.Request = mdtap.Request{Method: req.Method, Host: req.URL.Host, Path: req.URL.Path}
+	reqHeader, rawQuery := req.Header, req.URL.RawQuery
 	if req.Host != "" && req.Host != req.URL.Host {
 		rec.Request.Host = req.Host
 	}
@@ -70,7 +72,7 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if err != nil {
 		status, msg := upstreamFailure(req.Context(), err)
 		rec.Error = msg
-		t.finish(rec, start, reqCap, nil, nil)
+		t.finish(rec, start, reqHeader, rawQuery, reqCap, nil, nil)
 		t.metrics.upstreamError(status)
 		body := "mdtap: " + msg + "\n"
 		return &http.Response{
@@ -89,7 +91,7 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 	respPart := &mdtap.Response{Status: resp.StatusCode, Headers: lowerHeaders(resp.Header)}
 	if resp.Body == nil || resp.Body == http.NoBody {
-		t.finish(rec, start, reqCap, respPart, nil)
+		t.finish(rec, start, reqHeader, rawQuery, reqCap, respPart, nil)
 		return resp, nil
 	}
 	respCap := newBodyCapture(t.maxCapture, resp.ContentLength)
@@ -99,7 +101,7 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		for k, v := range resp.Trailer {
 			respPart.Headers[strings.ToLower(k)] = v
 		}
-		t.finish(rec, start, reqCap, respPart, respCap)
+		t.finish(rec, start, reqHeader, rawQuery, reqCap, respPart, respCap)
 	}
 	resp.Body = tee
 	return resp, nil
@@ -107,8 +109,9 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 
 // finish completes the record with what the bodies captured and hands it on.
 // It runs after the client has the response (the body's EOF or Close).
-func (t *captureTransport) finish(rec *mdtap.Record, start time.Time, reqCap *bodyCapture, resp *mdtap.Response, respCap *bodyCapture) {
+func (t *captureTransport) finish(rec *mdtap.Record, start time.Time, reqHeader http.Header, rawQuery string, reqCap *bodyCapture, resp *mdtap.Response, respCap *bodyCapture) {
 	rec.DurationMS = float64(t.now().Sub(start).Microseconds()) / 1000
+	rec.Request.Query, rec.Request.Headers = mdtap.ParseQuery(rawQuery), lowerHeaders(reqHeader)
 	if reqCap != nil {
 		fill(&rec.Request.Payload, reqCap.snapshot(), rec.Request.Headers)
 	}
