@@ -337,8 +337,11 @@ func (s *Simulator) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
-			st.status = 499 // client gone; nothing is written
-			return
+			// The client is gone. Abort rather than return: a handler that
+			// returns has answered 200 with an empty body, and a client whose
+			// read side is still open would take that as a success.
+			st.status = 499
+			panic(http.ErrAbortHandler)
 		}
 	}
 	switch {
