@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/mdtap/mdtap"
 )
@@ -19,7 +18,7 @@ import (
 // FileAccessLog appends access-log entries to a local file, hash-chained,
 // each write fsynced before it returns: an access that was not logged must
 // not happen. It serves `mdtap reveal` until entries go to the archive.
-// Concurrent writers (several processes) are serialised with flock, so the
+// Concurrent writers (several processes) are serialised with a file lock, so the
 // chain never forks.
 type FileAccessLog struct {
 	Path string
@@ -35,7 +34,7 @@ func (l FileAccessLog) Append(e mdtap.AccessEntry) error {
 		return fmt.Errorf("open access log: %w", err)
 	}
 	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+	if err := lockFile(f); err != nil {
 		return fmt.Errorf("lock access log: %w", err)
 	}
 	last, err := lastLine(f)
