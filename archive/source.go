@@ -66,6 +66,13 @@ type HeadStore interface {
 	Put(ctx context.Context, chain string, h Head, rev uint64) (uint64, error)
 }
 
+// HeadLister is a HeadStore that can also name every chain it holds a head
+// for. VerifyAll uses it to find chains deleted whole from the store: their
+// manifests and objects are gone, so only the head remembers them.
+type HeadLister interface {
+	Chains(ctx context.Context) ([]string, error)
+}
+
 // HeadStore errors; test with errors.Is.
 var (
 	ErrNoHead       = errors.New("chain has no head")

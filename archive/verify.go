@@ -330,15 +330,28 @@ func VerifyChain(ctx context.Context, s Store, heads HeadStore, chain string) (R
 		return r, fmt.Errorf("verify chain %s: read head: %w", chain, err)
 	}
 	r.Head = &h
-	switch {
-	case h.Seq > r.LastSeq:
-		add(Problem{Kind: ProblemTailDeleted, Seq: r.LastSeq + 1, Last: h.Seq,
-			Detail: fmt.Sprintf("head is at seq %d, the store's last manifest at %d", h.Seq, r.LastSeq)})
-	case hashes[h.Seq] != "" && hashes[h.Seq] != h.Hash:
-		add(Problem{Kind: ProblemHeadMismatch, Seq: h.Seq, Key: ManifestKey(chain, h.Seq), Detail: "manifest hash differs from the head's"})
-	case hashes[h.Seq] != "" && counts[h.Seq] != h.Records:
-		add(Problem{Kind: ProblemHeadMismatch, Seq: h.Seq, Key: ManifestKey(chain, h.Seq),
-			Detail: fmt.Sprintf("chain_records %d, head says %d", counts[h.Seq], h.Records)})
+	if p := headProblem(chain, r.LastSeq, h, hashes, counts); p != nil {
+		add(*p)
 	}
 	return r, nil
+}
+
+// headProblem compares a chain's head with what walking its manifests found
+// (the last seq, manifest hashes and chain_records by seq): nil when they
+// agree.
+func headProblem(chain string, lastSeq uint64, h Head, hashes map[uint64]string, counts map[uint64]uint64) *Problem {
+	switch {
+	case h.Seq > lastSeq && lastSeq == 0:
+		return &Problem{Kind: ProblemTailDeleted, Seq: 1, Last: h.Seq,
+			Detail: fmt.Sprintf("head is at seq %d and no manifest of the chain is left: the chain was deleted whole", h.Seq)}
+	case h.Seq > lastSeq:
+		return &Problem{Kind: ProblemTailDeleted, Seq: lastSeq + 1, Last: h.Seq,
+			Detail: fmt.Sprintf("head is at seq %d, the store's last manifest at %d", h.Seq, lastSeq)}
+	case hashes[h.Seq] != "" && hashes[h.Seq] != h.Hash:
+		return &Problem{Kind: ProblemHeadMismatch, Seq: h.Seq, Key: ManifestKey(chain, h.Seq), Detail: "manifest hash differs from the head's"}
+	case hashes[h.Seq] != "" && counts[h.Seq] != h.Records:
+		return &Problem{Kind: ProblemHeadMismatch, Seq: h.Seq, Key: ManifestKey(chain, h.Seq),
+			Detail: fmt.Sprintf("chain_records %d, head says %d", counts[h.Seq], h.Records)}
+	}
+	return nil
 }

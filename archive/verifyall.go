@@ -170,7 +170,21 @@ func VerifyAll(ctx context.Context, s Store, o VerifyOptions) (VerifyAllReport, 
 		}
 	}
 
-	// The heads.
+	// The heads. A chain the head store knows and the store has nothing of
+	// was deleted whole; its empty walk reads as a tail deleted from seq 1.
+	if hl, ok := o.Heads.(HeadLister); ok {
+		known, err := hl.Chains(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("verify: list chain heads: %w", err)
+		}
+		for _, chain := range known {
+			if chain == AccessLogHead || walks[chain] != nil {
+				continue
+			}
+			walks[chain] = newChainWalk(chain)
+			chains = append(chains, chain)
+		}
+	}
 	slices.Sort(chains)
 	for _, chain := range chains {
 		w := walks[chain]
@@ -343,15 +357,8 @@ func (w *chainWalk) checkHead(ctx context.Context, heads HeadStore) error {
 		return fmt.Errorf("verify chain %s: read head: %w", r.Chain, err)
 	}
 	r.Head = &h
-	switch {
-	case h.Seq > r.LastSeq:
-		w.add(Problem{Kind: ProblemTailDeleted, Seq: r.LastSeq + 1, Last: h.Seq,
-			Detail: fmt.Sprintf("head is at seq %d, the store's last manifest at %d", h.Seq, r.LastSeq)})
-	case w.hashes[h.Seq] != "" && w.hashes[h.Seq] != h.Hash:
-		w.add(Problem{Kind: ProblemHeadMismatch, Seq: h.Seq, Key: ManifestKey(r.Chain, h.Seq), Detail: "manifest hash differs from the head's"})
-	case w.hashes[h.Seq] != "" && w.counts[h.Seq] != h.Records:
-		w.add(Problem{Kind: ProblemHeadMismatch, Seq: h.Seq, Key: ManifestKey(r.Chain, h.Seq),
-			Detail: fmt.Sprintf("chain_records %d, head says %d", w.counts[h.Seq], h.Records)})
+	if p := headProblem(r.Chain, r.LastSeq, h, w.hashes, w.counts); p != nil {
+		w.add(*p)
 	}
 	return nil
 }

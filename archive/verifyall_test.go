@@ -214,3 +214,33 @@ func TestVerifyAllChainWithoutManifests(t *testing.T) {
 	}
 	sameAsVerifyChain(t, e.fs, e.heads, r)
 }
+
+// A chain deleted whole — every manifest and object gone — leaves nothing
+// in the store to walk; its head in the head store still names it.
+func TestVerifyAllFindsDeletedChain(t *testing.T) {
+	e, logHeads := twoChains(t)
+	ms, _ := manifests(t, e.fs, otherChain)
+	for _, m := range ms {
+		for _, key := range []string{archive.ManifestKey(otherChain, m.Seq), m.Object} {
+			if err := os.Remove(filepath.Join(e.fs.Dir(), filepath.FromSlash(key))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r := verifyAll(t, e.fs, archive.VerifyOptions{Heads: e.heads, AccessLogHeads: logHeads})
+	var found bool
+	for _, c := range r.Chains {
+		if c.Chain != otherChain {
+			if !c.OK() {
+				t.Errorf("chain %s: %+v", c.Chain, c.Problems)
+			}
+			continue
+		}
+		found = len(c.Problems) == 1 && c.Problems[0].Kind == archive.ProblemTailDeleted &&
+			c.Problems[0].Seq == 1 && c.Problems[0].Last == ms[len(ms)-1].Seq
+	}
+	if !found || r.OK() {
+		t.Fatalf("deleted chain %s not reported as tail_deleted from seq 1: %+v", otherChain, r.Chains)
+	}
+	sameAsVerifyChain(t, e.fs, e.heads, r)
+}

@@ -321,6 +321,21 @@ func (h *Heads) Set(chain string, head archive.Head) {
 	h.heads[chain] = headRev{h: head, rev: h.rev}
 }
 
+// Chains implements archive.HeadLister.
+func (h *Heads) Chains(ctx context.Context) ([]string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	chains := make([]string, 0, len(h.heads))
+	for c := range h.heads {
+		chains = append(chains, c)
+	}
+	slices.Sort(chains)
+	return chains, nil
+}
+
 // Delete removes a chain's head (a lost head store).
 func (h *Heads) Delete(chain string) {
 	h.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -253,6 +254,19 @@ func (h headsAdapter) Get(ctx context.Context, chain string) (archive.Head, uint
 		return archive.Head{}, 0, fmt.Errorf("chain %s head: %w", chain, err)
 	}
 	return head, rev, nil
+}
+
+// Chains names every chain with a head (archive.HeadLister).
+func (h headsAdapter) Chains(ctx context.Context) ([]string, error) {
+	keys, err := h.kv.Keys(ctx, "chains.")
+	if err != nil {
+		return nil, err
+	}
+	chains := make([]string, 0, len(keys))
+	for _, k := range keys {
+		chains = append(chains, strings.TrimPrefix(k, "chains."))
+	}
+	return chains, nil
 }
 
 func (h headsAdapter) Put(ctx context.Context, chain string, head archive.Head, rev uint64) (uint64, error) {
