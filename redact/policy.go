@@ -48,25 +48,25 @@ func (a Action) valid() bool {
 //
 // api narrows a rule to one API template (/v1/bank/accounts).
 type Rule struct {
-	Path   string `yaml:"path,omitempty"`
-	Header string `yaml:"header,omitempty"`
-	Query  string `yaml:"query,omitempty"`
-	Form   string `yaml:"form,omitempty"`
-	API    string `yaml:"api,omitempty"`
-	Action Action `yaml:"action"`
+	Path   string `yaml:"path,omitempty" json:"path,omitempty"`
+	Header string `yaml:"header,omitempty" json:"header,omitempty"`
+	Query  string `yaml:"query,omitempty" json:"query,omitempty"`
+	Form   string `yaml:"form,omitempty" json:"form,omitempty"`
+	API    string `yaml:"api,omitempty" json:"api,omitempty"`
+	Action Action `yaml:"action" json:"action"`
 
 	// KeepFirst and KeepLast shape mask: how many leading and trailing
 	// characters stay visible (default 0 and 4). A value no longer than
 	// their sum is masked whole.
-	KeepFirst *int `yaml:"keep_first,omitempty"`
-	KeepLast  *int `yaml:"keep_last,omitempty"`
+	KeepFirst *int `yaml:"keep_first,omitempty" json:"keep_first,omitempty"`
+	KeepLast  *int `yaml:"keep_last,omitempty" json:"keep_last,omitempty"`
 	// Domain separates hash inputs: values hashed under different domains
 	// never collide, values under one domain link. Default: the field name.
-	Domain string `yaml:"domain,omitempty"`
+	Domain string `yaml:"domain,omitempty" json:"domain,omitempty"`
 	// StripScheme hashes only the credentials of an Authorization-style
 	// value ("Bearer X" hashes X), so a header links with the token
 	// response that issued X.
-	StripScheme bool `yaml:"strip_scheme,omitempty"`
+	StripScheme bool `yaml:"strip_scheme,omitempty" json:"strip_scheme,omitempty"`
 }
 
 // File is a policy file.
