@@ -215,9 +215,6 @@ func TestDocLinksResolve(t *testing.T) {
 				path = filepath.Join(filepath.Dir(doc), file)
 			}
 			if _, err := os.Stat(path); err != nil {
-				if strings.HasPrefix(filepath.ToSlash(path), "deploy/") {
-					continue // written alongside these docs; the deploy tests own it
-				}
 				t.Errorf("%s links to %s: %v", doc, target, err)
 				continue
 			}
