@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/mdtap/mdtap/stream"
@@ -28,7 +31,89 @@ func newStreamCmd(a *app) *cobra.Command {
 subjects mdtap.records.<sector>.<org>; archivers read them through one
 durable consumer (default mdtap-archive). See docs/stream.md.`,
 	}
-	cmd.AddCommand(newStreamInitCmd(a))
+	cmd.AddCommand(newStreamInitCmd(a), newStreamReplayCmd(a))
+	return cmd
+}
+
+func newStreamReplayCmd(a *app) *cobra.Command {
+	var (
+		nf     natsFlags
+		spool  string
+		name   string
+		dryRun bool
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "replay",
+		Short: "Publish a spool's dead letters once their cause is fixed",
+		Long: `Publish the records of a spool's dead-letter directory (DIR/deadletter:
+records the stream refused for good, such as too large for the server or
+rejected by a misconfigured stream) to the stream, each with its record id as
+Nats-Msg-Id, once the cause is fixed. Each published record is noted in
+DIR/deadletter/replayed.jsonl, so running it again publishes nothing twice;
+the dead-letter files stay for you to delete. It only reads the spool, so it
+may run beside the sidecar that owns it.
+
+Exit status: 0 every record published (or already there), 1 some still
+refused (listed by id and reason), 2 it could not run.`,
+		Example: `  mdtap stream replay --spool /var/lib/mdtap/spool --nats nats://nats:4222 --dry-run
+  mdtap stream replay --spool /var/lib/mdtap/spool --nats nats://nats:4222`,
+		Args: wrapArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if spool == "" {
+				return usagef("--spool is required")
+			}
+			if st, err := os.Stat(spool); err != nil || !st.IsDir() {
+				return fmt.Errorf("spool %s: no such directory", spool)
+			}
+			if err := nf.validate(); err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), streamInitTimeout)
+			defer cancel()
+			var nc *nats.Conn
+			if !dryRun {
+				o := nf.options()
+				o.FailFast = true
+				var err error
+				if nc, err = stream.Connect(o, a.log); err != nil {
+					return err
+				}
+				defer nc.Close()
+			}
+			rep, err := stream.ReplayDeadLetters(ctx, nc, name, spool, dryRun)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := json.NewEncoder(a.stdout).Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				if dryRun {
+					fmt.Fprintf(a.stdout, "dead letters: %d records, %d to publish, %d replayed before",
+						rep.Records, rep.Records-rep.Skipped, rep.Skipped)
+				} else {
+					fmt.Fprintf(a.stdout, "dead letters: %d records, %d published, %d already in the stream, %d replayed before, %d refused",
+						rep.Records, rep.Published, rep.Duplicate, rep.Skipped, rep.Failed)
+				}
+				fmt.Fprintf(a.stdout, " (damaged runs %d, partial frames %d)\n", rep.Damaged, rep.Partial)
+				for _, f := range rep.Failures {
+					fmt.Fprintf(a.stdout, "  refused %s (%s@%d): %s\n", f.ID, f.File, f.Offset, f.Reason)
+				}
+			}
+			if rep.Failed > 0 {
+				return &exitError{code: exitFailure}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	nf.register(f)
+	f.StringVar(&spool, "spool", "", "the sidecar's spool `DIR` (its --spool)")
+	f.StringVar(&name, "stream", stream.DefaultStreamName, "stream `name` the records must land in")
+	f.BoolVar(&dryRun, "dry-run", false, "count what would be published; connect to nothing")
+	f.BoolVar(&asJSON, "json", false, "print the report as one JSON object")
 	return cmd
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mdtap/mdtap"
 	"github.com/mdtap/mdtap/internal/natstest"
+	"github.com/mdtap/mdtap/stream"
 )
 
 // runStream runs an mdtap command line and returns its output and exit code.
@@ -161,5 +162,64 @@ func TestStreamInitUsageErrors(t *testing.T) {
 				t.Errorf("stderr %q lacks %q", errOut, tt.want)
 			}
 		})
+	}
+}
+
+// A record the stream refused for good sits in the spool's dead-letter
+// directory; `stream replay` lists it as refused until the cause is fixed,
+// then publishes it once.
+func TestStreamReplay(t *testing.T) {
+	ns := natstest.Start(t)
+	js := ns.JetStream(t)
+	ctx := context.Background()
+	if _, err := stream.Ensure(ctx, js, stream.StreamConfig{Name: "OTHER"}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sp, err := stream.OpenSpool(stream.SpoolOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := stream.NewPublisher(ns.Conn(t), stream.PublisherOptions{Spool: sp}) // expects MDTAP
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &mdtap.Record{V: 1, ID: "01JQ3V7ZC8M4W5X6Y7Z8A9B0CD", Time: mdtap.Timestamp{Time: time.Now()},
+		Sector: mdtap.SectorBank, API: "/v1/bank/accounts", Transmission: mdtap.UserInitiated,
+		Request: mdtap.Request{Method: "GET", Path: "/v1/bank/accounts"}, Policy: "builtin@test"}
+	if err := p.Publish(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	sp.Close()
+
+	args := []string{"stream", "replay", "--spool", dir, "--nats", ns.URL()}
+	out, errOut, code := runStream(t, nil, append(args, "--dry-run")...)
+	if code != 0 || !strings.Contains(out, "1 records, 1 to publish") {
+		t.Fatalf("dry run: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = runStream(t, nil, args...)
+	if code != 1 || !strings.Contains(out, "refused "+rec.ID) || !strings.Contains(out, "rejected") {
+		t.Fatalf("replay before the fix: exit %d, want 1\n%s%s", code, out, errOut)
+	}
+	if err := js.DeleteStream(ctx, "OTHER"); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := runStream(t, nil, "stream", "init", "--nats", ns.URL()); code != 0 {
+		t.Fatal(errOut)
+	}
+	out, errOut, code = runStream(t, nil, args...)
+	if code != 0 || !strings.Contains(out, "1 published") {
+		t.Fatalf("replay: exit %d\n%s%s", code, out, errOut)
+	}
+	out, _, code = runStream(t, nil, append(args, "--json")...)
+	if code != 0 || !strings.Contains(out, `"skipped":1`) || !strings.Contains(out, `"published":0`) {
+		t.Fatalf("second replay: exit %d\n%s", code, out)
+	}
+	if _, _, code := runStream(t, nil, "stream", "replay", "--nats", ns.URL()); code != 2 {
+		t.Errorf("without --spool: exit %d, want 2", code)
 	}
 }
