@@ -71,9 +71,31 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	resp, err := t.upstream.RoundTrip(req)
 	if err != nil {
 		status, msg := upstreamFailure(req.Context(), err)
+		var reqErr error
+		if reqCap != nil {
+			reqErr = reqCap.snapshot().err
+		}
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.Is(err, errForbiddenAddress), errors.Is(err, errOwnAddress):
+			// Checked at dial time, on the address the name resolved to.
+			status, msg = http.StatusForbidden, "refused: "+forbiddenCause(err)
+			t.metrics.refuse("forbidden_address")
+		case errors.Is(reqErr, errBodyTooLarge), errors.As(reqErr, &mbe):
+			status, msg = http.StatusRequestEntityTooLarge, "request body exceeds the sidecar's limit; the upstream call was aborted"
+			if mbe != nil {
+				t.metrics.limit("body_bytes")
+			}
+		case errors.Is(reqErr, errBadChunk):
+			status, msg = http.StatusBadRequest, "malformed chunked request body; the upstream call was aborted"
+		case status == http.StatusGatewayTimeout:
+			t.metrics.limit("upstream_timeout")
+		}
 		rec.Error = msg
 		t.finish(rec, start, reqHeader, rawQuery, reqCap, nil, nil)
-		t.metrics.upstreamError(status)
+		if status == http.StatusBadGateway || status == http.StatusGatewayTimeout {
+			t.metrics.upstreamError(status)
+		}
 		body := "mdtap: " + msg + "\n"
 		return &http.Response{
 			Status: fmt.Sprintf("%d %s", status, http.StatusText(status)), StatusCode: status,
@@ -122,6 +144,9 @@ func (t *captureTransport) finish(rec *mdtap.Record, start time.Time, reqHeader 
 			fill(&resp.Payload, s, resp.Headers)
 			if !s.complete && rec.Error == "" {
 				// The client went away, or the provider's body broke off.
+				if isTimeout(s.err) {
+					t.metrics.limit("upstream_read_timeout")
+				}
 				if s.err != nil {
 					rec.Error = "upstream: response body ended early: " + shapeError(s.err)
 				} else {
@@ -161,6 +186,13 @@ func firstHeader(h map[string][]string, name string) string {
 		return v[0]
 	}
 	return ""
+}
+
+func forbiddenCause(err error) string {
+	if errors.Is(err, errOwnAddress) {
+		return errOwnAddress.Error()
+	}
+	return errForbiddenAddress.Error() + " (name that address with --allow-host to call it)"
 }
 
 // upstreamFailure maps a round-trip error to the status the client gets and

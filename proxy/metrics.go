@@ -17,6 +17,9 @@ type metrics struct {
 	echo      *prometheus.CounterVec // org, echoed
 	refused   *prometheus.CounterVec // reason
 	upstream  *prometheus.CounterVec // status
+	limits    *prometheus.CounterVec // limit
+	smuggle   *prometheus.CounterVec // kind
+	conns     prometheus.Gauge
 
 	orgs  *labelSet
 	codes *labelSet
@@ -51,10 +54,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "mdtap_proxy_upstream_errors_total",
 			Help: "Upstream calls that failed before a response (refused, timed out, bad certificate), by the status the client got (502, 504).",
 		}, []string{"status"}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mdtap_proxy_limit_total",
+			Help: "Times a proxy limit was hit, by limit (header_bytes, header_count, request_line, body_bytes, connections, client_header_timeout, client_tls_timeout, client_read_timeout, client_write_timeout, upstream_timeout, upstream_read_timeout).",
+		}, []string{"limit"}),
+		smuggle: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mdtap_proxy_smuggling_total",
+			Help: "Requests refused for ambiguous or malformed framing (cl_te, duplicate_content_length, bad_content_length, bad_transfer_encoding, obs_fold, bare_lf, bad_header, bad_chunk).",
+		}, []string{"kind"}),
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mdtap_proxy_client_connections",
+			Help: "Open client connections (a MITM tunnel counts once), bounded by --max-conns.",
+		}),
 		orgs:  newLabelSet(1000),
 		codes: newLabelSet(500),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.provider, m.truncated, m.echo, m.refused, m.upstream} {
+	for _, c := range []prometheus.Collector{m.requests, m.provider, m.truncated, m.echo, m.refused, m.upstream, m.limits, m.smuggle, m.conns} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -65,6 +80,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 func (m *metrics) refuse(reason string) {
 	if m != nil {
 		m.refused.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *metrics) limit(name string) {
+	if m != nil {
+		m.limits.WithLabelValues(name).Inc()
+	}
+}
+
+func (m *metrics) smuggling(kind string) {
+	if m != nil {
+		m.smuggle.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *metrics) connOpened() {
+	if m != nil {
+		m.conns.Inc()
+	}
+}
+
+func (m *metrics) connClosed() {
+	if m != nil {
+		m.conns.Dec()
 	}
 }
 

@@ -10,7 +10,11 @@
 // what the client receives is what the provider sent (status, headers with
 // Content-Length, body bytes, trailers), streamed; a failed upstream call
 // answers 502 or 504 and still yields a record; no URL query string, header
-// value or payload byte reaches a log line or an error text.
+// value or payload byte reaches a log line or an error text. Hostile input
+// — oversized or ambiguous requests, slow clients, targets that resolve to
+// loopback or the sidecar itself, protocols it cannot capture — gets a clear
+// status or a closed connection and a count, never a forward (guard.go,
+// limits.go, target.go, serve.go).
 package proxy
 
 import (
@@ -55,7 +59,13 @@ type Options struct {
 	// refuses it with 503 before anything is sent upstream (fail-closed: the
 	// records could not be made durable). Exchanges already forwarded
 	// complete normally.
-	Admit      func() error
+	Admit func() error
+	// Limits bound what one client can make the sidecar hold (zero fields:
+	// the defaults).
+	Limits Limits
+	// Own lists the sidecar's own listen addresses (proxy, admin): never a
+	// target, whatever the allowlist says.
+	Own        []string
 	Logger     zerolog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -63,15 +73,20 @@ type Options struct {
 
 // Server is the capture proxy. Serve its Handler with net/http.
 type Server struct {
-	gp        *goproxy.ProxyHttpServer
 	allow     *Allowlist
+	target    *targetPolicy
+	limits    Limits
+	certs     *certCache
+	mint      func(host string) (*tls.Config, error)
+	outer     *http.Server
+	inner     *http.Server
+	innerLn   *chanListener
 	transport *captureTransport
 	upstream  *http.Transport
 	completer *Completer
 	reverse   *url.URL
 	log       zerolog.Logger
 	metrics   *metrics
-	handler   http.Handler
 	draining  atomic.Bool
 	admit     func() error
 }
@@ -111,23 +126,38 @@ func New(o Options, sink Sink) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	up, err := newUpstreamTransport(o.Upstream)
+	reverseHost := ""
+	if o.Reverse != nil {
+		reverseHost = o.Reverse.Host
+	}
+	target := newTargetPolicy(allow, reverseHost, o.Own)
+	up, err := newUpstreamTransport(o.Upstream, target)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		allow: allow, upstream: up, reverse: o.Reverse, log: o.Logger, metrics: m, admit: o.Admit,
+		allow: allow, target: target, limits: o.Limits.withDefaults(),
+		upstream: up, reverse: o.Reverse, log: o.Logger, metrics: m, admit: o.Admit,
 		transport: &captureTransport{upstream: up, sink: sink, maxCapture: o.MaxCaptureBytes, service: o.Service,
 			now: o.Now, hosts: o.Upstream.Hosts, metrics: m},
 		completer: &Completer{hosts: lowerKeys(o.Upstream.Hosts), maxDecoded: o.MaxDecodedBytes, metrics: m},
 	}
-	if o.Reverse != nil {
-		s.handler = http.HandlerFunc(s.serveReverse)
-		return s, nil
+	if o.Reverse == nil {
+		s.certs = newCertCache()
+		s.mint = minter(o.CA, o.Logger)
 	}
-	s.gp = s.newGoproxy(o.CA)
-	s.handler = s.gp
+	s.newHTTPServers()
 	return s, nil
+}
+
+// minter signs MITM certificates with goproxy's signer.
+func minter(ca *tls.Certificate, log zerolog.Logger) func(host string) (*tls.Config, error) {
+	gp := goproxy.NewProxyHttpServer()
+	gp.Logger = goproxyLogger{log}
+	sign := goproxy.TLSConfigFromCA(ca)
+	return func(host string) (*tls.Config, error) {
+		return sign(host, &goproxy.ProxyCtx{Proxy: gp})
+	}
 }
 
 func lowerKeys(m map[string]HostConfig) map[string]HostConfig {
@@ -138,8 +168,9 @@ func lowerKeys(m map[string]HostConfig) map[string]HostConfig {
 	return out
 }
 
-// Handler serves proxy traffic.
-func (s *Server) Handler() http.Handler { return s.handler }
+// Handler serves proxy traffic without the connection guard and limits:
+// for embedding only. Serve is the hardened path.
+func (s *Server) Handler() http.Handler { return s.outer.Handler }
 
 // Completer returns the stage that finishes this proxy's raw records on the
 // capture queue.
@@ -147,59 +178,6 @@ func (s *Server) Completer() *Completer { return s.completer }
 
 // CloseIdleConnections closes pooled upstream connections (at shutdown).
 func (s *Server) CloseIdleConnections() { s.upstream.CloseIdleConnections() }
-
-// connectHost is what the MITM loop carries from the CONNECT to the
-// requests inside the tunnel, so a request cannot name another host than
-// the one the tunnel was opened (and allowed) for.
-type connectHost struct{ host string }
-
-func (s *Server) newGoproxy(ca *tls.Certificate) *goproxy.ProxyHttpServer {
-	gp := goproxy.NewProxyHttpServer()
-	gp.Tr = s.upstream
-	gp.KeepAcceptEncoding = true // the client's Accept-Encoding reaches the provider
-	gp.CertStore = newCertCache()
-	gp.Logger = goproxyLogger{s.log}
-	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.metrics.refuse("not_a_proxy_request")
-		http.Error(w, "mdtap: this is a forward proxy for MyData calls: set HTTPS_PROXY to it, or start it with --upstream for reverse mode", http.StatusBadRequest)
-	})
-	mitm := &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: goproxy.TLSConfigFromCA(ca)}
-	gp.OnRequest().HandleConnectFunc(func(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
-		if !s.allow.Allows(host) {
-			s.metrics.refuse("host_not_allowed")
-			s.log.Info().Str("host", hostOnly(host)).Msg("refused CONNECT to a host not allowed")
-			ctx.Resp = refusal(ctx.Req, host)
-			return goproxy.RejectConnect, host
-		}
-		ctx.UserData = connectHost{host: strings.ToLower(hostOnly(host))}
-		return mitm, host
-	})
-	gp.OnRequest().DoFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-		target := req.URL.Host
-		if ch, ok := ctx.UserData.(connectHost); ok && strings.ToLower(hostOnly(target)) != ch.host {
-			s.metrics.refuse("host_mismatch")
-			return req, goproxy.NewResponse(req, goproxy.ContentTypeText, http.StatusForbidden,
-				"mdtap: the request's Host does not match the CONNECT target\n")
-		}
-		if !s.allow.Allows(target) {
-			s.metrics.refuse("host_not_allowed")
-			s.log.Info().Str("host", hostOnly(target)).Msg("refused request to a host not allowed")
-			return req, refusal(req, target)
-		}
-		if s.draining.Load() {
-			s.metrics.refuse("shutting_down")
-			return req, shuttingDown(req)
-		}
-		if err := s.admitted(); err != nil {
-			return req, unavailable(req, err)
-		}
-		ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
-			return s.transport.RoundTrip(req)
-		})
-		return req, nil
-	})
-	return gp
-}
 
 // Drain makes the proxy refuse new exchanges (503, Connection: close) while
 // the ones under way finish; see WaitIdle. It is the first step of shutdown:
@@ -234,25 +212,6 @@ func (s *Server) admitted() error {
 		s.metrics.refuse("not_durable")
 	}
 	return err
-}
-
-func unavailable(req *http.Request, cause error) *http.Response {
-	resp := goproxy.NewResponse(req, goproxy.ContentTypeText, http.StatusServiceUnavailable,
-		"mdtap: the exchange was not forwarded: "+cause.Error()+"; retry later\n")
-	resp.Header.Set("Retry-After", "5")
-	return resp
-}
-
-func shuttingDown(req *http.Request) *http.Response {
-	resp := goproxy.NewResponse(req, goproxy.ContentTypeText, http.StatusServiceUnavailable, "mdtap: the sidecar is shutting down; retry\n")
-	resp.Header.Set("Connection", "close")
-	resp.Close = true
-	return resp
-}
-
-func refusal(req *http.Request, host string) *http.Response {
-	return goproxy.NewResponse(req, goproxy.ContentTypeText, http.StatusForbidden,
-		fmt.Sprintf("mdtap: host %s is not allowed; the sidecar forwards only to the provider hosts given with --allow-host\n", hostOnly(host)))
 }
 
 func hostOnly(hostport string) string {

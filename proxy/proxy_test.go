@@ -119,9 +119,13 @@ func startProxy(t *testing.T, o Options) proxyServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(p.Handler())
-	t.Cleanup(hs.Close)
-	return proxyServer{srv: p, url: hs.URL, sink: sink, mitmCA: pool}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(ln)
+	t.Cleanup(func() { p.Close() })
+	return proxyServer{srv: p, url: "http://" + ln.Addr().String(), sink: sink, mitmCA: pool}
 }
 
 // client returns an HTTP client that uses the proxy as HTTPS_PROXY and
@@ -324,7 +328,7 @@ func TestDisallowedHostsGet403(t *testing.T) {
 	}
 	defer conn.Close()
 	io.WriteString(conn, "CONNECT "+hostOf(s.url)+" HTTP/1.1\r\nHost: "+hostOf(s.url)+"\r\n\r\n")
-	line, _ := io.ReadAll(io.LimitReader(conn, 200))
+	line, _ := io.ReadAll(io.LimitReader(conn, 400))
 	if !strings.HasPrefix(string(line), "HTTP/1.1 403") || !strings.Contains(string(line), "not allowed") {
 		t.Fatalf("CONNECT answer %q, want 403 with a message", line)
 	}

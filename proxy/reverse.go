@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // hopHeaders describe one connection, not the message; a proxy drops them.
@@ -13,33 +14,25 @@ var hopHeaders = []string{
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// serveReverse forwards one request to the --upstream base URL and streams
+// relay forwards one request to scheme://target, under base, and streams
 // the response back unchanged.
-func (s *Server) serveReverse(w http.ResponseWriter, r *http.Request) {
-	if s.draining.Load() {
-		s.metrics.refuse("shutting_down")
-		w.Header().Set("Connection", "close")
-		http.Error(w, "mdtap: the sidecar is shutting down; retry", http.StatusServiceUnavailable)
-		return
-	}
-	if err := s.admitted(); err != nil {
-		w.Header().Set("Retry-After", "5")
-		http.Error(w, "mdtap: the exchange was not forwarded: "+err.Error()+"; retry later", http.StatusServiceUnavailable)
-		return
-	}
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, scheme, target, base, outHost string) {
 	out := r.Clone(r.Context())
 	out.RequestURI = ""
-	out.URL.Scheme = s.reverse.Scheme
-	out.URL.Host = s.reverse.Host
-	out.URL.Path = strings.TrimSuffix(s.reverse.Path, "/") + r.URL.Path
+	out.URL.Scheme = scheme
+	out.URL.Host = target
+	out.URL.Path = strings.TrimSuffix(base, "/") + r.URL.Path
 	out.URL.RawPath = ""
-	out.Host = s.reverse.Host
+	out.Host = outHost
+	out.Trailer = r.Trailer // the same map: net/http fills it at the body's end, the transport sends it then
 	if r.ContentLength == 0 {
 		out.Body = http.NoBody
 	}
 	dropHop(out.Header)
 	resp, _ := s.transport.RoundTrip(out) // never fails: errors come back as 502/504
 	defer resp.Body.Close()
+	// One line per exchange: no path (it may carry identifiers), query or header value.
+	s.log.Debug().Str("method", r.Method).Str("host", hostOnly(target)).Int("status", resp.StatusCode).Msg("exchange")
 
 	h := w.Header()
 	for k, v := range resp.Header {
@@ -55,7 +48,9 @@ func (s *Server) serveReverse(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(resp.StatusCode)
 	// Stream: every chunk the provider sends goes out at once.
 	rc := http.NewResponseController(w)
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
@@ -77,6 +72,10 @@ func (s *Server) serveReverse(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// copyBufs are the relay's copy buffers: one per exchange would be 32 KiB of
+// garbage per call.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func dropHop(h http.Header) {
 	for _, k := range h.Values("Connection") {

@@ -21,6 +21,8 @@ const (
 	DefaultTLSHandshakeTimeout   = 10 * time.Second
 	DefaultResponseHeaderTimeout = 60 * time.Second
 	DefaultIdleConnTimeout       = 90 * time.Second
+	DefaultUpstreamReadTimeout   = 60 * time.Second
+	DefaultUpstreamWriteTimeout  = 60 * time.Second
 )
 
 // ClientCert names an upstream mTLS client certificate and key (PEM files).
@@ -56,6 +58,13 @@ type UpstreamOptions struct {
 	MaxIdleConnsPerHost   int
 	DialTimeout           time.Duration
 	ResponseHeaderTimeout time.Duration
+	// ReadTimeout and WriteTimeout are progress deadlines per read and per
+	// write on a provider connection (DefaultUpstreamReadTimeout,
+	// DefaultUpstreamWriteTimeout): a provider that stalls mid-body is cut,
+	// one that streams slowly is not. An idle pooled connection is closed
+	// after ReadTimeout too. Negative: off.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
 }
 
 // newUpstreamTransport builds the pooled transport to the providers:
@@ -63,7 +72,7 @@ type UpstreamOptions struct {
 // the environment (the sidecar is the proxy), no compression of its own
 // (the client's Accept-Encoding passes through and its response stays as the
 // provider sent it).
-func newUpstreamTransport(o UpstreamOptions) (*http.Transport, error) {
+func newUpstreamTransport(o UpstreamOptions, target *targetPolicy) (*http.Transport, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()
@@ -84,7 +93,16 @@ func newUpstreamTransport(o UpstreamOptions) (*http.Transport, error) {
 	if err := certs.check(); err != nil {
 		return nil, err
 	}
-	dialer := &net.Dialer{Timeout: orDefault(o.DialTimeout, DefaultDialTimeout), KeepAlive: 30 * time.Second}
+	d := &net.Dialer{Timeout: orDefault(o.DialTimeout, DefaultDialTimeout), KeepAlive: 30 * time.Second}
+	dial := target.dialContext(d)
+	rt, wt := orDefault(o.ReadTimeout, DefaultUpstreamReadTimeout), orDefault(o.WriteTimeout, DefaultUpstreamWriteTimeout)
+	dialer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &progressConn{Conn: c, read: rt, write: wt}, nil
+	}
 	perHost := o.MaxIdleConnsPerHost
 	if perHost <= 0 {
 		perHost = DefaultMaxIdleConnsPerHost
@@ -92,7 +110,7 @@ func newUpstreamTransport(o UpstreamOptions) (*http.Transport, error) {
 	base := &tls.Config{RootCAs: roots, MinVersion: o.MinTLS, NextProtos: []string{"http/1.1"}}
 	tr := &http.Transport{
 		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
+		DialContext:           dialer,
 		DialTLSContext:        certs.dialTLS(dialer, base, DefaultTLSHandshakeTimeout),
 		MaxIdleConns:          perHost * 8,
 		MaxIdleConnsPerHost:   perHost,
@@ -106,7 +124,7 @@ func newUpstreamTransport(o UpstreamOptions) (*http.Transport, error) {
 
 // dialTLS dials a provider and runs the TLS handshake with that host's client
 // certificate (per-host, else the default), re-read when its files change.
-func (s *certSource) dialTLS(d *net.Dialer, base *tls.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func (s *certSource) dialTLS(dial func(ctx context.Context, network, addr string) (net.Conn, error), base *tls.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -119,7 +137,7 @@ func (s *certSource) dialTLS(d *net.Dialer, base *tls.Config, timeout time.Durat
 				return s.load(p)
 			}
 		}
-		raw, err := d.DialContext(ctx, network, addr)
+		raw, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -135,10 +153,34 @@ func (s *certSource) dialTLS(d *net.Dialer, base *tls.Config, timeout time.Durat
 }
 
 func orDefault(d, def time.Duration) time.Duration {
-	if d > 0 {
+	switch {
+	case d > 0:
 		return d
+	case d < 0:
+		return 0
 	}
 	return def
+}
+
+// progressConn gives every read and write on a provider connection its own
+// deadline: progress, not total time, is bounded.
+type progressConn struct {
+	net.Conn
+	read, write time.Duration
+}
+
+func (c *progressConn) Read(p []byte) (int, error) {
+	if c.read > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.read))
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *progressConn) Write(p []byte) (int, error) {
+	if c.write > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.write))
+	}
+	return c.Conn.Write(p)
 }
 
 // certSource hands out client certificates, reloading a file pair when its

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	oklogrun "github.com/oklog/run"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/mdtap/mdtap"
 	"github.com/mdtap/mdtap/capture"
@@ -42,6 +43,42 @@ type proxyConfig struct {
 	kek, subjectsBucket                                 string
 	subjectKeys                                         bool
 	subjectCache                                        int
+	limits                                              proxyLimits
+}
+
+// proxyLimits are the hardening flags (proxy.Limits and the upstream
+// progress deadlines).
+type proxyLimits struct {
+	maxHeaderBytes, maxRequestLine, maxBodyBytes                            byteSize
+	maxHeaderCount, maxConns                                                int
+	clientHeaderTimeout, clientIdleTimeout, clientReadTimeout, clientWrite  time.Duration
+	clientTLSTimeout                                                        time.Duration
+	upstreamHeaderTimeout, upstreamReadTimeout, upstreamWriteTimeout, dialT time.Duration
+}
+
+func (l *proxyLimits) register(f *pflag.FlagSet) {
+	l.maxHeaderBytes, l.maxRequestLine, l.maxBodyBytes = proxy.DefaultMaxHeaderBytes, proxy.DefaultMaxRequestLine, proxy.DefaultMaxBodyBytes
+	f.Var(&l.maxHeaderBytes, "max-header-bytes", "largest request head (request line and headers) a client may send; 431 beyond")
+	f.IntVar(&l.maxHeaderCount, "max-header-count", proxy.DefaultMaxHeaderCount, "most header fields per request; 431 beyond")
+	f.Var(&l.maxRequestLine, "max-request-line", "longest request line; 414 beyond")
+	f.Var(&l.maxBodyBytes, "max-body-bytes", "largest request body the sidecar accepts; 413 beyond")
+	f.IntVar(&l.maxConns, "max-conns", proxy.DefaultMaxConns, "most concurrent client connections (a tunnel is one); past it new ones get 503 and are closed")
+	f.DurationVar(&l.clientHeaderTimeout, "client-header-timeout", proxy.DefaultClientHeaderTimeout, "time a client has to send a request head")
+	f.DurationVar(&l.clientIdleTimeout, "client-idle-timeout", proxy.DefaultClientIdleTimeout, "time a keep-alive client connection may wait for its next request")
+	f.DurationVar(&l.clientReadTimeout, "client-read-timeout", proxy.DefaultClientReadTimeout, "longest wait for the next bytes of a request body (progress, not total)")
+	f.DurationVar(&l.clientWrite, "client-write-timeout", proxy.DefaultClientWriteTimeout, "longest wait for a client to take the next bytes of a response (progress, not total: long streams pass)")
+	f.DurationVar(&l.clientTLSTimeout, "client-tls-timeout", proxy.DefaultClientTLSTimeout, "time a client has to finish the TLS handshake inside a CONNECT tunnel")
+	f.DurationVar(&l.dialT, "upstream-dial-timeout", proxy.DefaultDialTimeout, "time to connect to a provider")
+	f.DurationVar(&l.upstreamHeaderTimeout, "upstream-header-timeout", proxy.DefaultResponseHeaderTimeout, "time a provider has to answer with response headers (504 beyond)")
+	f.DurationVar(&l.upstreamReadTimeout, "upstream-read-timeout", proxy.DefaultUpstreamReadTimeout, "longest wait for the next bytes from a provider (progress, not total)")
+	f.DurationVar(&l.upstreamWriteTimeout, "upstream-write-timeout", proxy.DefaultUpstreamWriteTimeout, "longest wait for a provider to take the next bytes of a request")
+}
+
+func (l *proxyLimits) proxyLimits() proxy.Limits {
+	return proxy.Limits{MaxHeaderBytes: int(l.maxHeaderBytes), MaxHeaderCount: l.maxHeaderCount, MaxRequestLine: int(l.maxRequestLine),
+		MaxBodyBytes: int64(l.maxBodyBytes), MaxConns: l.maxConns, ClientHeaderTimeout: l.clientHeaderTimeout,
+		ClientIdleTimeout: l.clientIdleTimeout, ClientReadTimeout: l.clientReadTimeout, ClientWriteTimeout: l.clientWrite,
+		TLSHandshakeTimeout: l.clientTLSTimeout}
 }
 
 func newProxyCmd(a *app) *cobra.Command {
@@ -108,6 +145,7 @@ Per-host settings go in the configuration file, under proxy.hosts:
 	f.StringVar(&c.spoolDir, "spool", "", "local spool `dir` for records NATS cannot take now (without one they are counted and lost)")
 	f.Var(&c.spoolMaxBytes, "spool-max-bytes", "spool size cap; its last 5% holds only metadata-only records")
 	f.StringVar(&c.spoolFsync, "spool-fsync", string(stream.FsyncBatch), "spool fsync `policy`: batch (group commit every 50ms), always, none (see docs/stream.md)")
+	c.limits.register(f)
 	f.StringVar(&c.onFull, "on-full", "fail-open", "when the spool is full: fail-open (keep metadata only) or fail-closed (503 new exchanges before forwarding)")
 	return cmd
 }
@@ -228,7 +266,10 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 	srv, err := proxy.New(proxy.Options{
 		Allow: c.allow, CA: ca, Reverse: reverse, Service: c.service, MaxCaptureBytes: int(c.maxCapture),
 		Upstream: proxy.UpstreamOptions{RootCAFile: c.upstreamCA, MinTLS: minTLS,
-			ClientCert: proxy.ClientCert{CertFile: c.clientCert, KeyFile: c.clientKey}, Hosts: hosts},
+			ClientCert: proxy.ClientCert{CertFile: c.clientCert, KeyFile: c.clientKey}, Hosts: hosts,
+			DialTimeout: c.limits.dialT, ResponseHeaderTimeout: c.limits.upstreamHeaderTimeout,
+			ReadTimeout: c.limits.upstreamReadTimeout, WriteTimeout: c.limits.upstreamWriteTimeout},
+		Limits: c.limits.proxyLimits(), Own: []string{c.listen, c.adminListen},
 		Admit: admit, Logger: a.log, Registerer: reg,
 	}, queue)
 	if err != nil {
@@ -245,7 +286,6 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 		ln.Close()
 		return fmt.Errorf("admin listen %s: %w", c.adminListen, err)
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second}
 	var provisioned atomic.Bool
 	provisioned.Store(!c.createStream)
 	adminSrv := &http.Server{Handler: admin.Handler(reg, map[string]admin.Check{
@@ -271,12 +311,12 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 	g.Add(func() error {
 		a.log.Info().Str("listen", ln.Addr().String()).Bool("reverse", reverse != nil).Str("stream", c.streamName).
 			Str("policy", policy.ID).Msg("proxy serving")
-		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("proxy: %w", err)
 		}
 		return nil
 	}, func(error) {
-		shutdownProxy(a, c, srv, httpSrv, queue, pub, spool)
+		shutdownProxy(a, c, srv, queue, pub, spool)
 	})
 	if c.createStream {
 		// A sidecar may start before NATS: provision in the background while
@@ -322,15 +362,15 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 // shutdownProxy stops in order, within the grace period: refuse new
 // exchanges, close the listener, let exchanges under way finish, drain the
 // capture queue into the stream, wait for the stream's acks.
-func shutdownProxy(a *app, c proxyConfig, srv *proxy.Server, httpSrv *http.Server, queue *capture.Queue, pub *stream.Publisher, spool *stream.Spool) {
+func shutdownProxy(a *app, c proxyConfig, srv *proxy.Server, queue *capture.Queue, pub *stream.Publisher, spool *stream.Spool) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), c.shutdownGrace)
 	defer cancel()
-	srv.Drain()
-	httpSrv.Shutdown(ctx)
+	srv.Shutdown(ctx) // refuses new exchanges, also inside open tunnels
 	if err := srv.WaitIdle(ctx); err != nil {
 		a.log.Error().Str("cause", err.Error()).Msg("shutdown: exchanges still under way")
 	}
+	srv.Close()
 	if err := queue.Close(ctx); err != nil {
 		a.log.Error().Str("cause", err.Error()).Int("left", queue.Len()).Msg("shutdown: capture queue not drained")
 	}
