@@ -97,10 +97,17 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			t.metrics.upstreamError(status)
 		}
 		body := "mdtap: " + msg + "\n"
+		kind := "upstream"
+		switch status {
+		case http.StatusForbidden:
+			kind = "refused"
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			kind = "request"
+		}
 		return &http.Response{
 			Status: fmt.Sprintf("%d %s", status, http.StatusText(status)), StatusCode: status,
 			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-			Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "X-Mdtap-Error": {"upstream"}},
+			Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}, errorHeader: {kind}},
 			Body:          io.NopCloser(strings.NewReader(body)),
 			ContentLength: int64(len(body)),
 			Request:       req,

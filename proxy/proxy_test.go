@@ -299,8 +299,8 @@ func TestUpstreamDownGives502AndARecord(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "upstream") {
-		t.Fatalf("status %d body %q, want 502 with a message", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "upstream") || resp.Header.Get("X-Mdtap-Error") != "upstream" {
+		t.Fatalf("status %d body %q header %q, want 502 with a message and X-Mdtap-Error: upstream", resp.StatusCode, body, resp.Header.Get("X-Mdtap-Error"))
 	}
 	r := p.sink.waitFor(t, 1)[0]
 	if r.Error == "" || r.Response != nil {
@@ -340,8 +340,8 @@ func TestDisallowedHostsGet403(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("plain request to another host: %d, want 403", resp.StatusCode)
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Mdtap-Error") != "refused" {
+		t.Fatalf("plain request to another host: %d (X-Mdtap-Error %q), want 403, refused", resp.StatusCode, resp.Header.Get("X-Mdtap-Error"))
 	}
 	if len(p.sink.all()) != 0 {
 		t.Fatal("a refused request produced a record")

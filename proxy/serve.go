@@ -137,13 +137,21 @@ func (s *Server) answerRefusal(w http.ResponseWriter, r *http.Request) bool {
 	// rf.msg is one of the guard's fixed texts: no client byte in it.
 	s.log.Info().Int("status", rf.status).Str("cause", rf.msg).Msg("refused a request")
 	w.Header().Set("Connection", "close")
+	w.Header().Set(errorHeader, "refused")
 	http.Error(w, "mdtap: "+rf.msg, rf.status)
 	return true
 }
 
+// errorHeader marks an answer the sidecar wrote itself, not the provider:
+// "refused" (not forwarded: target, protocol, limit, draining), "request"
+// (the client's request broke off or was too large mid-way), "upstream"
+// (the provider could not be reached or did not answer in time).
+const errorHeader = "X-Mdtap-Error"
+
 // refuse answers a request refused before forwarding, counted by reason.
 func (s *Server) refuse(w http.ResponseWriter, status int, reason, msg string) {
 	s.metrics.refuse(reason)
+	w.Header().Set(errorHeader, "refused")
 	http.Error(w, "mdtap: "+msg, status)
 }
 
@@ -151,6 +159,7 @@ func (s *Server) refuseTarget(w http.ResponseWriter, hostport, reason string) {
 	s.metrics.refuse(reason)
 	s.log.Info().Str("host", hostOnly(hostport)).Str("reason", reason).Msg("refused a target host")
 	w.Header().Set("Connection", "close")
+	w.Header().Set(errorHeader, "refused")
 	msg := "host " + hostOnly(hostport) + " is not allowed; the sidecar forwards only to the provider hosts given with --allow-host"
 	switch reason {
 	case "address_not_allowed":
