@@ -434,6 +434,10 @@ func TestFailClosedWhenSpoolFull(t *testing.T) {
 
 	var accepted []string
 	e.ns.Stop()
+	// NATS away, the spool has room: still ready.
+	if code := httpStatus(t, "http://"+adminAddr+"/readyz"); code != 200 {
+		t.Fatalf("readyz with NATS down and room in the spool: %d, want 200", code)
+	}
 	refusedAt := -1
 	for i := 0; i < 400 && refusedAt < 0; i++ {
 		tran := fmt.Sprintf("TESTMD0001MC%013d", i)
@@ -457,6 +461,9 @@ func TestFailClosedWhenSpoolFull(t *testing.T) {
 	}
 	if got := upstream.Load(); got != before {
 		t.Fatalf("%d refused exchanges reached the provider", got-before)
+	}
+	if code := httpStatus(t, "http://"+adminAddr+"/readyz"); code != 503 {
+		t.Fatalf("readyz while fail-closed refuses: %d, want 503", code)
 	}
 	e.ns.Restart()
 	deadline := time.Now().Add(30 * time.Second)
@@ -600,4 +607,16 @@ func TestProxyHardKillLossIsBounded(t *testing.T) {
 	if lost > bound {
 		t.Fatalf("%d exchanges lost at a hard kill, more than the in-memory bound %d", lost, bound)
 	}
+}
+
+// httpStatus is the status code of a GET of url.
+func httpStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }

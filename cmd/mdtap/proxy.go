@@ -289,15 +289,19 @@ func runProxy(ctx context.Context, a *app, c proxyConfig, hosts map[string]proxy
 	var provisioned atomic.Bool
 	provisioned.Store(!c.createStream)
 	adminSrv := &http.Server{Handler: admin.Handler(reg, map[string]admin.Check{
+		// Readiness is "an exchange sent now keeps its record". With a spool
+		// that holds while NATS is away, so a NATS outage alone does not take
+		// the sidecar — and, as a native sidecar, its whole pod — out of
+		// service; fail-closed with the spool full does (it answers 503).
 		"nats": func(context.Context) error {
-			if !nc.IsConnected() {
-				return errors.New("not connected")
+			if !nc.IsConnected() && !spoolCovers(spool, c.onFull) {
+				return errors.New(notReadyCause("not connected", spool))
 			}
 			return nil
 		},
 		"stream": func(context.Context) error {
-			if !provisioned.Load() {
-				return errors.New("not provisioned yet")
+			if !provisioned.Load() && !spoolCovers(spool, c.onFull) {
+				return errors.New(notReadyCause("not provisioned yet", spool))
 			}
 			return nil
 		},
@@ -415,4 +419,18 @@ func ensureStreamWhenUp(ctx context.Context, a *app, nc *nats.Conn, name string)
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// spoolCovers reports whether the spool keeps records while NATS cannot:
+// it has room, or, fail-open, full records degrade to metadata and traffic
+// flows.
+func spoolCovers(spool *stream.Spool, onFull string) bool {
+	return spool != nil && (spool.Accepting() || onFull == "fail-open")
+}
+
+func notReadyCause(what string, spool *stream.Spool) string {
+	if spool == nil {
+		return what + ", and no --spool to keep records meanwhile"
+	}
+	return what + ", and the spool is full (fail-closed)"
 }
