@@ -13,7 +13,7 @@ import (
 	"github.com/mdtap/mdtap/archive/storetest"
 )
 
-func newFileStore(t *testing.T) *archive.FileStore {
+func newFileStore(t testing.TB) *archive.FileStore {
 	t.Helper()
 	s, err := archive.NewFileStore(filepath.Join(t.TempDir(), "archive"))
 	if err != nil {

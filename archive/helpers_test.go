@@ -22,7 +22,7 @@ var t0 = time.Date(2026, 3, 15, 9, 0, 0, 0, time.UTC)
 // env is one archiver's surroundings: fake source, clock and head store, a
 // file store behind a fault injector, and a metrics registry.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	clock *archivetest.Clock
 	src   *archivetest.Source
 	heads *archivetest.Heads
@@ -31,7 +31,7 @@ type env struct {
 	reg   *prometheus.Registry
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{
 		t:     t,

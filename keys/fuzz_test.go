@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"bytes"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -91,6 +92,50 @@ func FuzzSubjectStoreKey(f *testing.F) {
 		}
 		if strings.Contains(key, "..") || strings.HasSuffix(key, ".") {
 			t.Errorf("SubjectStoreKey(%q) = %q: an empty token", bi, key)
+		}
+	})
+}
+
+// FuzzSubjectValue: a subject's stored keysets come back from a NATS bucket
+// that others can write to. Whatever the bytes, reading them gives an error
+// or the subject's own keys: the wrapping AEAD lets no other keyset in.
+func FuzzSubjectValue(f *testing.F) {
+	dir := filepath.Join(f.TempDir(), "keys")
+	if err := Init(f.Context(), dir, ""); err != nil {
+		f.Fatal(err)
+	}
+	main, err := Load(f.Context(), dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	const bi = "mdtap:hash:v1:3558683212:Wh0JAnuTTS0Og4Ins3IOKg"
+	a, d, err := newSubjectHandles(main)
+	if err != nil {
+		f.Fatal(err)
+	}
+	genuine, err := wrapSubject(main, bi, a, d)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(genuine)
+	f.Add([]byte(`{"v":1,"aead":"","daead":""}`))
+	want := [2]uint32{a.KeysetInfo().GetPrimaryKeyId(), d.KeysetInfo().GetPrimaryKeyId()}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if ids, err := wrappedBy(data); err == nil && len(ids) != 2 {
+			t.Fatalf("wrappedBy: %d ids", len(ids))
+		}
+		a2, d2, err := unwrapSubject(main, bi, data)
+		if bytes.Equal(data, genuine) && err != nil {
+			t.Fatalf("unwrapSubject(genuine): %v", err)
+		}
+		if err != nil {
+			return
+		}
+		if got := [2]uint32{a2.KeysetInfo().GetPrimaryKeyId(), d2.KeysetInfo().GetPrimaryKeyId()}; got != want {
+			t.Fatalf("unwrapped keysets with primaries %v, want the subject's %v", got, want)
+		}
+		if _, err := wrappedBy(data); err != nil {
+			t.Fatalf("unwrapSubject accepted a value wrappedBy refuses: %v", err)
 		}
 	})
 }
