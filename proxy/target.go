@@ -106,7 +106,8 @@ func (p *targetPolicy) check(hostport, defPort string) string {
 	if !p.allow.Allows(hostport) {
 		return "host_not_allowed"
 	}
-	host, port := hostOnly(hostport), portOf(hostport)
+	// Lower-cased: "LOCALHOST" is the sidecar's own listener too.
+	host, port := strings.ToLower(hostOnly(hostport)), portOf(hostport)
 	if port == "" {
 		port = defPort
 	}
