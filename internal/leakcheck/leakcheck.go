@@ -9,41 +9,61 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/klauspost/compress/zstd"
 )
 
-// Scanner holds the values to look for, each in all its encodings.
+// Scanner holds the values to look for, each in all its encodings. It
+// makes one pass over the data however many values it holds (a soak run
+// looks for ~100k encoded forms): each position's first bytes are looked up
+// in a table of every encoding.
 type Scanner struct {
 	values []string
-	forms  [][][]byte // per value, its encodings
+	forms  int
+	k      int               // bytes of the lookup key: the shortest encoding, at most 8
+	table  map[string][]form // first k bytes → the encodings starting so
+}
+
+type form struct {
+	b     []byte
+	value int
 }
 
 // New returns a scanner for values, leaving out those too short to mean
 // anything when found: fewer than 2 characters of Hangul (a one-syllable
 // family name occurs inside kept institution names), fewer than 6 ASCII.
 func New(values []string) *Scanner {
-	s := &Scanner{}
+	s := &Scanner{k: 8, table: map[string][]form{}}
 	seen := map[string]bool{}
+	var forms []form
 	for _, v := range values {
 		if seen[v] || !Significant(v) {
 			continue
 		}
 		seen[v] = true
-		s.values = append(s.values, v)
-		var forms [][]byte
 		for _, e := range Encodings(v) {
-			forms = append(forms, []byte(e))
+			forms = append(forms, form{b: []byte(e), value: len(s.values)})
+			s.k = min(s.k, len(e))
 		}
-		s.forms = append(s.forms, forms)
+		s.values = append(s.values, v)
+	}
+	s.forms = len(forms)
+	for _, f := range forms {
+		key := string(f.b[:s.k])
+		s.table[key] = append(s.table[key], f)
 	}
 	return s
 }
+
+// Forms reports how many encoded forms the scanner looks for.
+func (s *Scanner) Forms() int { return s.forms }
 
 // Len reports how many values the scanner looks for.
 func (s *Scanner) Len() int { return len(s.values) }
@@ -75,18 +95,20 @@ func Encodings(v string) []string {
 	return out
 }
 
-// Find returns the indexes of the values found in data.
+// Find returns the indexes of the values found in data, in increasing order.
 func (s *Scanner) Find(data []byte) []int {
-	var found []int
-	for i, forms := range s.forms {
-		for _, f := range forms {
-			if bytes.Contains(data, f) {
-				found = append(found, i)
-				break
+	if len(s.values) == 0 {
+		return nil
+	}
+	found := map[int]bool{}
+	for i := 0; i+s.k <= len(data); i++ {
+		for _, f := range s.table[string(data[i:i+s.k])] {
+			if bytes.HasPrefix(data[i:], f.b) {
+				found[f.value] = true
 			}
 		}
 	}
-	return found
+	return slices.Sorted(maps.Keys(found))
 }
 
 // Finding is a value found in a file; Value is only a short prefix, so a
@@ -99,29 +121,47 @@ type Finding struct {
 // ScanDir reads every regular file under dir (zstd files decompressed) and
 // reports each value found in each file.
 func (s *Scanner) ScanDir(dir string) (files int, findings []Finding, err error) {
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		files++
-		if strings.HasSuffix(path, ".zst") {
-			if plain, err := unzstd(data); err == nil {
-				data = append(data, plain...)
-			}
-		}
-		for _, i := range s.Find(data) {
-			findings = append(findings, Finding{File: path, Value: prefix(s.values[i])})
-		}
-		return nil
-	})
+	files, _, findings, err = s.ScanDirs(dir)
 	return files, findings, err
+}
+
+// ScanDirs is ScanDir over several directories; it also reports the bytes
+// read (before decompression).
+func (s *Scanner) ScanDirs(dirs ...string) (files int, size int64, findings []Finding, err error) {
+	dec, err := zstd.NewReader(nil)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	defer dec.Close()
+	for _, dir := range dirs {
+		err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.Type().IsRegular() {
+				return nil
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			files++
+			size += int64(len(data))
+			if strings.HasSuffix(path, ".zst") {
+				if plain, err := dec.DecodeAll(data, nil); err == nil {
+					data = append(data, plain...)
+				}
+			}
+			for _, i := range s.Find(data) {
+				findings = append(findings, Finding{File: path, Value: prefix(s.values[i])})
+			}
+			return nil
+		})
+		if err != nil {
+			return files, size, findings, err
+		}
+	}
+	return files, size, findings, nil
 }
 
 func prefix(v string) string {
@@ -130,13 +170,4 @@ func prefix(v string) string {
 		r = r[:2]
 	}
 	return string(r) + "…"
-}
-
-func unzstd(data []byte) ([]byte, error) {
-	d, err := zstd.NewReader(nil)
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	return d.DecodeAll(data, nil)
 }

@@ -34,3 +34,19 @@ func TestScanDirReadsCompressedObjects(t *testing.T) {
 		t.Fatalf("files %d findings %+v err %v", files, findings, err)
 	}
 }
+
+// Many values, several in one buffer, overlapping prefixes: each found once,
+// in order.
+func TestFindManyValues(t *testing.T) {
+	values := []string{"홍길동", "1234567890", "abc", "토큰-시크릿", "secret-token-0001", "secret-token-0002"}
+	s := New(values)
+	data := []byte(`{"a":"` + Encodings("홍길동")[6] + `","b":"MTIzNDU2Nzg5MA==","c":"abc","d":"` +
+		Encodings("토큰-시크릿")[1] + `","e":"secret-token-0002"}`)
+	got := s.Find(data)
+	if want := []int{0, 1, 2, 4}; len(got) != len(want) || got[0] != 0 || got[1] != 1 || got[2] != 2 || got[3] != 4 {
+		t.Fatalf("Find = %v, want %v (abc is too short to keep)", got, want)
+	}
+	if s.Forms() == 0 || s.Len() != 5 {
+		t.Fatalf("Len %d Forms %d", s.Len(), s.Forms())
+	}
+}

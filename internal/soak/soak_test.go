@@ -18,6 +18,7 @@ import (
 	"github.com/mdtap/mdtap"
 	"github.com/mdtap/mdtap/archive"
 	"github.com/mdtap/mdtap/archive/s3store"
+	"github.com/mdtap/mdtap/internal/leakcheck"
 )
 
 const (
@@ -245,9 +246,9 @@ func TestSoak(t *testing.T) {
 	}
 	customers, subjects := tf.walked()
 	values := append(s.sim.SensitiveValues(customers...), subjects...)
-	scan := newLeakScan(values)
+	scan := leakcheck.New(values)
 	scanStart := time.Now()
-	files, size, findings, err := scan.scanDirs(s.dir, s.ns.StoreDir(), s.s3.Root(), filepath.Dir(s.s3.LogPath()))
+	files, size, findings, err := scan.ScanDirs(s.dir, s.ns.StoreDir(), s.s3.Root(), filepath.Dir(s.s3.LogPath()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,10 +301,10 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	t.Logf("soak: leak scan: %d sensitive values (%d encoded forms) of %d customers and their subject ids looked for in %d files (%.1f MiB, zstd decompressed too) in %s: %d found",
-		len(scan.values), scan.patterns, len(customers), files, mib(size), time.Since(scanStart).Round(time.Second), len(findings))
+		scan.Len(), scan.Forms(), len(customers), files, mib(size), time.Since(scanStart).Round(time.Second), len(findings))
 
 	for _, f := range findings {
-		t.Errorf("leak: %s in %s", f.value, f.file)
+		t.Errorf("leak: %s in %s", f.Value, f.File)
 	}
 	if len(completed) == 0 {
 		t.Fatal("no exchange completed")
