@@ -59,8 +59,26 @@ func OpenConsumer(ctx context.Context, nc *nats.Conn, streamName, consumerName s
 // Fetch returns up to max records, waiting up to wait for the first ones. An
 // empty batch with a nil error means none arrived in time.
 func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]*Delivery, error) {
+	return c.FetchBytes(ctx, max, 0, wait)
+}
+
+// fetchHeadroom is what a pull's byte budget counts beyond a record's data:
+// its subject, reply subject and headers.
+const fetchHeadroom = 4 << 10
+
+// FetchBytes is Fetch with the records' total size bounded by maxBytes too
+// (0: by count only), so a backlog of large records is not pulled into
+// memory ten thousand at a time. The budget is never below the server's
+// max payload: a record larger than the budget would otherwise be left in
+// the stream for good.
+func (c *Consumer) FetchBytes(ctx context.Context, maxRecords, maxBytes int, wait time.Duration) ([]*Delivery, error) {
 	if wait <= 0 {
 		wait = time.Second
+	}
+	opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}
+	if maxBytes > 0 {
+		maxBytes = max(maxBytes, int(c.nc.MaxPayload())+fetchHeadroom)
+		opts = append(opts, jetstream.FetchMaxBytes(maxBytes))
 	}
 	// FetchMaxWait, not a context deadline: nats.go then waits a second past
 	// the server's expiry, so a record the server sends at the last moment
@@ -69,7 +87,7 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]*D
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	batch, err := c.cons.Fetch(max, jetstream.FetchMaxWait(wait))
+	batch, err := c.cons.Fetch(maxRecords, opts...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

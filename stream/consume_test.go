@@ -1,6 +1,7 @@
 package stream_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -56,6 +57,44 @@ func TestConsumerFetchAckLag(t *testing.T) {
 	info, _ := s.Info(ctx)
 	if info.State.Msgs != 0 {
 		t.Fatalf("%d messages left after ack; the work queue should be empty", info.State.Msgs)
+	}
+}
+
+// A pull bounded by bytes returns no more than the budget allows, and never
+// less than one record: the budget does not go below the server's max
+// payload, so a record larger than it cannot be stranded.
+func TestConsumerFetchBytes(t *testing.T) {
+	ns := natstest.Start(t, natstest.WithMaxPayload(16<<10))
+	nc := ns.Conn(t)
+	ctx := context.Background()
+	if err := stream.EnsureOn(ctx, nc, stream.DefaultStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	rec := bytes.Repeat([]byte("x"), 10<<10)
+	for range 20 {
+		if err := nc.Publish("mdtap.records.bank.TESTBK0001", rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc.Flush()
+	c, err := stream.OpenConsumer(ctx, nc, "", "", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 64 KiB holds six 10 KiB records with their subjects and headers.
+	ds, err := c.FetchBytes(ctx, 100, 64<<10, 2*time.Second)
+	if err != nil || len(ds) == 0 || len(ds) > 6 {
+		t.Fatalf("FetchBytes(64KiB) = %d records, %v; want 1 to 6", len(ds), err)
+	}
+	// A budget below one record is raised to the max payload: still a record.
+	ds, err = c.FetchBytes(ctx, 100, 1, 2*time.Second)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("FetchBytes(1) = %d records, %v; want 1", len(ds), err)
+	}
+	// By count only, as before.
+	ds, err = c.Fetch(ctx, 100, 2*time.Second)
+	if err != nil || len(ds) == 0 {
+		t.Fatalf("Fetch = %d records, %v", len(ds), err)
 	}
 }
 

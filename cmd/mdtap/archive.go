@@ -114,7 +114,7 @@ func buildArchiver(ctx context.Context, a *app, c archiveConfig, nc *nats.Conn, 
 	o := archive.DefaultOptions()
 	o.Chain, o.BatchMaxBytes, o.BatchMaxRecords, o.BatchMaxAge = chain, int(c.batchBytes), c.batchRecords, c.batchAge
 	o.Logger, o.Registerer = a.log, reg
-	arch, err := archive.New(sourceAdapter{cons}, store, headsAdapter{kv}, o)
+	arch, err := archive.New(sourceAdapter{c: cons, maxBytes: o.BatchMaxBytes}, store, headsAdapter{kv}, o)
 	if err != nil {
 		return nil, err
 	}
@@ -210,10 +210,16 @@ func openStore(ctx context.Context, raw, caFile string, create bool) (archive.St
 }
 
 // sourceAdapter presents the stream's consumer as the archiver's Source.
-type sourceAdapter struct{ c *stream.Consumer }
+// sourceAdapter feeds the archiver from the durable consumer. Each pull is
+// bounded by a batch's bytes as well as its records, so a backlog holds at
+// most about two batches in memory (the one being built and one pulled).
+type sourceAdapter struct {
+	c        *stream.Consumer
+	maxBytes int
+}
 
 func (s sourceAdapter) Fetch(ctx context.Context, max int, wait time.Duration) ([]archive.Message, error) {
-	ds, err := s.c.Fetch(ctx, max, wait)
+	ds, err := s.c.FetchBytes(ctx, max, s.maxBytes, wait)
 	msgs := make([]archive.Message, len(ds))
 	for i, d := range ds {
 		msgs[i] = d
