@@ -162,6 +162,21 @@ func parseTime(flag, v string) (time.Time, error) {
 	return t, nil
 }
 
+// parseRange reads --from and --to; either may be empty (the zero time),
+// and when both are given --from must come first.
+func parseRange(fromFlag, toFlag string) (from, to time.Time, err error) {
+	if from, err = parseTime("from", fromFlag); err != nil {
+		return from, to, err
+	}
+	if to, err = parseTime("to", toFlag); err != nil {
+		return from, to, err
+	}
+	if !from.IsZero() && !to.IsZero() && !from.Before(to) {
+		return from, to, usagef("--from must be before --to")
+	}
+	return from, to, nil
+}
+
 func checkFormat(format string, allowed ...string) error {
 	if !slices.Contains(allowed, format) {
 		return usagef("--format %q: want %s", format, strings.Join(allowed, " or "))
@@ -240,11 +255,7 @@ the log's head is kept in NATS too, so a deleted tail shows in audit verify.`,
 }
 
 func runAuditQuery(ctx context.Context, a *app, c auditQueryConfig) error {
-	from, err := parseTime("from", c.from)
-	if err != nil {
-		return err
-	}
-	to, err := parseTime("to", c.to)
+	from, to, err := parseRange(c.from, c.to)
 	if err != nil {
 		return err
 	}
@@ -253,8 +264,6 @@ func runAuditQuery(ctx context.Context, a *app, c auditQueryConfig) error {
 		return usagef("--store is required")
 	case from.IsZero() || to.IsZero():
 		return usagef("--from and --to are required: the time range to search")
-	case !from.Before(to):
-		return usagef("--from must be before --to")
 	case c.decrypt && c.actor == "":
 		return usagef("--actor is required with --decrypt: who is reading")
 	case c.decrypt && c.reason == "":
@@ -566,11 +575,7 @@ verify checks it in full.`,
 }
 
 func runAuditLog(ctx context.Context, a *app, c auditLogConfig) error {
-	from, err := parseTime("from", c.from)
-	if err != nil {
-		return err
-	}
-	to, err := parseTime("to", c.to)
+	from, to, err := parseRange(c.from, c.to)
 	if err != nil {
 		return err
 	}
@@ -691,16 +696,9 @@ func runAuditVerify(ctx context.Context, a *app, c auditVerifyConfig) error {
 		}
 		return &exitError{code: exitUsage, err: err}
 	}
-	from, err := parseTime("from", c.from)
+	from, to, err := parseRange(c.from, c.to)
 	if err != nil {
 		return err
-	}
-	to, err := parseTime("to", c.to)
-	if err != nil {
-		return err
-	}
-	if !from.IsZero() && !to.IsZero() && !from.Before(to) {
-		return usagef("--from must be before --to")
 	}
 	if err := checkFormat(c.format, "text", "json"); err != nil {
 		return err
